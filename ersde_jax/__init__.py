@@ -1,0 +1,30 @@
+"""ersde_jax: fast, training-free samplers for diffusion models in JAX.
+
+ER-SDE-Solvers (Cui et al.) and the MR Sampler (Li et al., ICLR 2025) on one semi-linear
+Gaussian path ``x_t = mu + alpha_t (x0 - mu) + sigma_t eps``, compiled as one ``lax.scan``.
+"""
+
+from . import paths as paths
+from . import testing as testing
+from . import timesteps as timesteps
+from ._model import Model as Model
+from ._noise_scale import NOISE_SCALES as NOISE_SCALES
+from ._noise_scale import NoiseScale as NoiseScale
+from ._noise_scale import noise_scale as noise_scale
+from ._path import prior_sample as prior_sample
+from ._prediction import PREDICTION_NAMES as PREDICTIONS
+from ._sample import SampleResult as SampleResult
+from ._sample import StepInfo as StepInfo
+from ._sample import sample as sample
+from ._samplers import ersde_sample as ersde_sample
+from ._solvers.base import StepCoefficients as StepCoefficients
+from ._solvers.er_sde import ERSDE as ERSDE
+from ._solvers.er_sde import er_sde as er_sde
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Model", "NOISE_SCALES", "NoiseScale", "noise_scale", "PREDICTIONS", "SampleResult",
+    "StepInfo", "StepCoefficients", "ERSDE", "er_sde", "sample", "ersde_sample", "prior_sample",
+    "paths", "timesteps", "testing",
+]

@@ -1,0 +1,282 @@
+"""Semi-linear Gaussian paths ``x_t = mu + alpha_t (x0 - mu) + sigma_t eps`` (MATH.md section 1).
+
+Every model family the library supports is one of these paths. A path is a frozen, hashable
+description of the schedule (it is static under ``jax.jit``); ``mu`` is data (the degraded image of
+mean-reverting diffusion, 0 otherwise) and is passed to the samplers, never stored here.
+
+Each path maps the *model time* ``t`` (what the network is called with: sigma for EDM, the index
+for discrete schedules, continuous time otherwise) to ``alpha(t)``, ``sigma(t)`` and the half
+log-SNR ``lam(t) = log(alpha/sigma)``, and inverts ``lam``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._concrete import eval_f64
+
+__all__ = ["GaussianPath", "edm", "vp_linear", "vp_cosine", "vp_discrete", "flow", "prior_sample"]
+
+
+@dataclasses.dataclass(frozen=True)
+class GaussianPath:
+    """Base class of the Gaussian paths.
+
+    Attributes:
+        t_min: smallest model time a default grid evaluates the network at.
+        t_max: largest model time (where sampling starts).
+        t_clean: model time at which ``sigma = 0`` (the data); a grid may end there.
+        v_scale: scale of the noise in the path's v-parameterization (``max_sigma`` for
+            mean-reverting paths, 1 otherwise).
+    """
+
+    t_min: float
+    t_max: float
+
+    t_clean: float = dataclasses.field(default=0.0, init=False)
+    v_scale: float = dataclasses.field(default=1.0, init=False)
+
+    def alpha(self, t):
+        """Signal coefficient ``alpha_t``."""
+        raise NotImplementedError
+
+    def sigma(self, t):
+        """Noise coefficient ``sigma_t``."""
+        raise NotImplementedError
+
+    def lam(self, t):
+        """Half log-SNR ``lam_t = log(alpha_t / sigma_t)`` (``+inf`` at ``t_clean``)."""
+        return jnp.log(self.alpha(t)) - jnp.log(self.sigma(t))
+
+    def t_from_lambda(self, lam):
+        """Inverse of :meth:`lam`."""
+        raise NotImplementedError
+
+    def in_domain(self, t) -> np.ndarray:
+        """Whether model times ``t`` (numpy) lie where the path is defined with ``alpha > 0``."""
+        raise NotImplementedError
+
+    def prior_std(self) -> float:
+        """Standard deviation of ``x_T - mu`` used to start sampling at ``t_max``."""
+        return float(eval_f64(self.sigma, self.t_max))
+
+
+def _validate_range(name, lo, hi, lo_bound=-math.inf, hi_bound=math.inf):
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo_bound <= lo < hi <= hi_bound):
+        raise ValueError(
+            f"{name}: need {lo_bound} <= t_min < t_max <= {hi_bound}, finite; got t_min={lo}, "
+            f"t_max={hi}."
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class EDM(GaussianPath):
+    """Variance-exploding path of EDM/NCSN: ``alpha = 1``, ``sigma = t`` (model time is sigma)."""
+
+    def alpha(self, t):
+        return jnp.ones_like(t)
+
+    def sigma(self, t):
+        return t
+
+    def lam(self, t):
+        return -jnp.log(t)
+
+    def t_from_lambda(self, lam):
+        return jnp.exp(-lam)
+
+    def in_domain(self, t):
+        return np.isfinite(t) & (t >= 0)
+
+
+def edm(sigma_min: float = 0.002, sigma_max: float = 80.0) -> EDM:
+    """The EDM / variance-exploding path; the network is indexed by sigma.
+
+    Args:
+        sigma_min: smallest noise level of the default grids.
+        sigma_max: noise level where sampling starts (``x_T = sigma_max * z``).
+    """
+    _validate_range("edm", float(sigma_min), float(sigma_max), lo_bound=1e-300)
+    return EDM(float(sigma_min), float(sigma_max))
+
+
+@dataclasses.dataclass(frozen=True)
+class _VP(GaussianPath):
+    """Variance-preserving paths, defined by ``log abar(t)``: ``alpha^2 + sigma^2 = 1``."""
+
+    def log_abar(self, t):
+        raise NotImplementedError
+
+    def t_from_log_abar(self, log_abar):
+        raise NotImplementedError
+
+    def alpha(self, t):
+        return jnp.exp(0.5 * self.log_abar(t))
+
+    def sigma(self, t):
+        return jnp.sqrt(-jnp.expm1(self.log_abar(t)))
+
+    def lam(self, t):
+        log_abar = self.log_abar(t)
+        return 0.5 * (log_abar - jnp.log(-jnp.expm1(log_abar)))
+
+    def t_from_lambda(self, lam):
+        # abar = sigmoid(2 lam)  =>  log abar = -softplus(-2 lam).
+        return self.t_from_log_abar(-jnp.logaddexp(0.0, -2.0 * lam))
+
+
+@dataclasses.dataclass(frozen=True)
+class VPLinear(_VP):
+    """Continuous VP path with a linear beta schedule (Song et al. 2021)."""
+
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+
+    def log_abar(self, t):
+        return -(self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2)
+
+    def t_from_log_abar(self, log_abar):
+        # Positive root of (b1 - b0)/2 t^2 + b0 t + log_abar = 0, written without cancellation.
+        c = -log_abar
+        b0, db = self.beta_min, self.beta_max - self.beta_min
+        return 2.0 * c / (b0 + jnp.sqrt(b0**2 + 2.0 * db * c))
+
+    def in_domain(self, t):
+        return np.isfinite(t) & (t >= 0)
+
+
+def vp_linear(
+    beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-3, t_max: float = 1.0
+) -> VPLinear:
+    """Continuous VP path, ``log abar_t = -(b0 t + (b1 - b0) t^2 / 2)`` (MATH.md section 1)."""
+    _validate_range("vp_linear", float(t_min), float(t_max), lo_bound=0.0)
+    if not (beta_min > 0 and beta_max >= beta_min):
+        raise ValueError(f"vp_linear: need 0 < beta_min <= beta_max, got {beta_min}, {beta_max}.")
+    return VPLinear(float(t_min), float(t_max), float(beta_min), float(beta_max))
+
+
+@dataclasses.dataclass(frozen=True)
+class VPCosine(_VP):
+    """Continuous cosine schedule of Nichol & Dhariwal: ``abar(t) = f(t)/f(0)``."""
+
+    s: float = 0.008
+
+    def _log_f(self, t):
+        return 2.0 * jnp.log(jnp.cos((t + self.s) / (1.0 + self.s) * (jnp.pi / 2)))
+
+    def log_abar(self, t):
+        return self._log_f(t) - self._log_f(jnp.zeros_like(t))
+
+    def t_from_log_abar(self, log_abar):
+        log_f0 = self._log_f(jnp.zeros_like(log_abar))
+        c = jnp.exp(0.5 * (log_abar + log_f0))
+        return 2.0 * (1.0 + self.s) / jnp.pi * jnp.arccos(c) - self.s
+
+    def in_domain(self, t):
+        return np.isfinite(t) & (t >= 0) & (t < 1)
+
+
+def vp_cosine(s: float = 0.008, t_min: float = 1e-3, t_max: float = 0.9946) -> VPCosine:
+    """Continuous cosine VP path, ``f(t) = cos((t+s)/(1+s) pi/2)^2``.
+
+    ``abar(1) = 0``, so sampling starts below 1; the default ``t_max`` (as in DPM-Solver) has
+    ``lam(t_max)`` about -5. Grids accept ``lambda_min`` to clip the start further.
+    """
+    _validate_range("vp_cosine", float(t_min), float(t_max), lo_bound=0.0)
+    if not t_max < 1.0:
+        raise ValueError(f"vp_cosine: t_max must be < 1 (abar(1) = 0), got {t_max}.")
+    return VPCosine(float(t_min), float(t_max), float(s))
+
+
+@dataclasses.dataclass(frozen=True)
+class VPDiscrete(_VP):
+    """Discrete VP path (DDPM); model time is the index, the data sits at index -1.
+
+    ``log abar`` is interpolated linearly in the index, so fractional indices are allowed and
+    ``alpha``, ``sigma``, ``lam`` stay consistent with each other.
+    """
+
+    log_abar_table: tuple[float, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "t_clean", -1.0)
+
+    def _tables(self, like):
+        table = jnp.asarray((0.0, *self.log_abar_table), dtype=jnp.result_type(like, float))
+        index = jnp.arange(-1, len(self.log_abar_table), dtype=table.dtype)
+        return index, table
+
+    def log_abar(self, t):
+        index, table = self._tables(t)
+        return jnp.interp(t, index, table)
+
+    def t_from_log_abar(self, log_abar):
+        index, table = self._tables(log_abar)
+        return jnp.interp(log_abar, table[::-1], index[::-1])
+
+    def in_domain(self, t):
+        return np.isfinite(t) & (t >= -1) & (t <= len(self.log_abar_table) - 1)
+
+
+def vp_discrete(betas=None) -> VPDiscrete:
+    """Discrete VP path from a beta schedule (default: DDPM's ``linspace(1e-4, 0.02, 1000)``).
+
+    Args:
+        betas: 1-D array of per-step betas in (0, 1).
+    """
+    betas = np.linspace(1e-4, 0.02, 1000) if betas is None else np.asarray(betas, np.float64)
+    if betas.ndim != 1 or betas.size < 2 or not np.all((betas > 0) & (betas < 1)):
+        raise ValueError("vp_discrete: betas must be a 1-D array (length >= 2) of values in (0, 1).")
+    log_abar = np.cumsum(np.log1p(-betas))
+    return VPDiscrete(0.0, float(betas.size - 1), tuple(float(v) for v in log_abar))
+
+
+@dataclasses.dataclass(frozen=True)
+class Flow(GaussianPath):
+    """Rectified-flow path ``alpha = 1 - t``, ``sigma = t``."""
+
+    def alpha(self, t):
+        return 1.0 - t
+
+    def sigma(self, t):
+        return t
+
+    def lam(self, t):
+        return jnp.log1p(-t) - jnp.log(t)
+
+    def t_from_lambda(self, lam):
+        return 1.0 / (1.0 + jnp.exp(lam))
+
+    def in_domain(self, t):
+        return np.isfinite(t) & (t >= 0) & (t < 1)
+
+    def prior_std(self) -> float:
+        return 1.0
+
+
+def flow(t_min: float = 1e-3, t_max: float = 0.999) -> Flow:
+    """Rectified-flow path. ``alpha(1) = 0``, so sampling starts at ``t_max < 1`` from ``N(0, I)``."""
+    _validate_range("flow", float(t_min), float(t_max), lo_bound=0.0)
+    if not t_max < 1.0:
+        raise ValueError(f"flow: t_max must be < 1 (alpha(1) = 0), got {t_max}.")
+    return Flow(float(t_min), float(t_max))
+
+
+def prior_sample(key, path: GaussianPath, shape, *, mu=None, dtype=None):
+    """Draws ``x_T = mu + s z`` with ``s = path.prior_std()`` (sigma at ``t_max``; 1 for flow).
+
+    Args:
+        key: a ``jax.random`` key.
+        path: the Gaussian path.
+        shape: shape of ``x_T``, batch axis first.
+        mu: optional mean (the degraded image of mean-reverting diffusion).
+        dtype: floating dtype, default the default float dtype.
+    """
+    z = jax.random.normal(key, shape, dtype or jnp.result_type(float))
+    x = path.prior_std() * z
+    return x if mu is None else x + mu
