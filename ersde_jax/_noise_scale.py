@@ -27,24 +27,25 @@ class NoiseScale:
     """A noise-scale function, held as ``log g(rho) = log(phi(rho) / rho)``.
 
     Attributes:
-        log_g_fn: ``log_g_fn(rho)`` or, when ``params`` is not None, ``log_g_fn(rho, params)``.
+        fn: ``fn(rho)`` or, when ``params`` is not None, ``fn(rho, params)``; returns ``log g``
+            for the named functions and ``phi`` itself for user functions (``is_phi``).
         params: pytree of (differentiable) parameters of the function, or None.
         name: a label; the named functions of the paper use their names.
         closed_form: "ode" or "sde" when the integrals of section 3 have closed forms.
         known_valid: True for the paper's functions (no run-time validity check needed).
     """
 
-    log_g_fn: Callable = dataclasses.field(metadata=dict(static=True))
+    fn: Callable = dataclasses.field(metadata=dict(static=True))
     params: Any = None
     name: str = dataclasses.field(default="custom", metadata=dict(static=True))
     closed_form: str | None = dataclasses.field(default=None, metadata=dict(static=True))
     known_valid: bool = dataclasses.field(default=False, metadata=dict(static=True))
+    is_phi: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
     def log_g(self, rho):
         """``log(phi(rho) / rho)``."""
-        if self.params is None:
-            return self.log_g_fn(rho)
-        return self.log_g_fn(rho, self.params)
+        value = self.fn(rho) if self.params is None else self.fn(rho, self.params)
+        return jnp.log(value) - jnp.log(rho) if self.is_phi else value
 
     def __call__(self, rho):
         """``phi(rho)``."""
@@ -103,11 +104,7 @@ def noise_scale(phi: str | Callable | NoiseScale, params: Any = None) -> NoiseSc
         return NoiseScale(fn, None, phi, closed, known_valid=True)
     if not callable(phi):
         raise TypeError(f"noise_scale must be a name or a callable phi(rho), got {type(phi)}.")
-    if params is None:
-        return NoiseScale(lambda x: jnp.log(phi(x)) - jnp.log(x), None, getattr(phi, "__name__", "custom"))
-    return NoiseScale(
-        lambda x, p: jnp.log(phi(x, p)) - jnp.log(x), params, getattr(phi, "__name__", "custom")
-    )
+    return NoiseScale(phi, params, getattr(phi, "__name__", "custom"), is_phi=True)
 
 
 def check_noise_scale(scale: NoiseScale, eta, rho: np.ndarray) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -120,25 +121,31 @@ def sample(
         steps = DEFAULT_STEPS if timesteps is None else np.shape(timesteps)[0] - 1
     steps = check_steps(steps)
     path = model.path
-    traced_grid = False
     if timesteps is None:
-        ts = karras(path, steps)
+        timesteps = karras(path, steps)
     else:
-        ts = check_timesteps(path, timesteps, steps)
-        traced_grid = not is_concrete(ts)
+        timesteps = check_timesteps(path, timesteps, steps)
+    traced_grid = not is_concrete(timesteps)
     if not traced_grid and hasattr(solver, "check_grid"):
-        solver.check_grid(eval_f64(lambda t: path.sigma(t) / path.alpha(t), ts))
-
+        solver.check_grid(eval_f64(lambda t: path.sigma(t) / path.alpha(t), timesteps))
     dtype = jnp.result_type(x_T.dtype, jnp.float32)  # bf16/f16 models keep an f32 state
-    t = jnp.asarray(ts, jnp.result_type(float))  # schedules in float64 when x64 is on
-    alpha, sigma = path.alpha(t), path.sigma(t)
-    coefs = jax.tree_util.tree_map(lambda c: c.astype(dtype), solver.coefficients(alpha, sigma))
-    alpha, sigma = alpha.astype(dtype), sigma.astype(dtype)
     mu = _broadcast_mu(mu, x_T, dtype)
     if cond is None and mu.ndim > 0:
         cond = mu
-    stochastic = solver.stochastic
-    per_sample = _per_sample_keys(key, x_T) if stochastic else False
+    per_sample = _per_sample_keys(key, x_T) if solver.stochastic else False
+    if not solver.stochastic:
+        key = None
+    return _run(key, model, x_T, solver, jnp.asarray(timesteps, jnp.result_type(float)), mu, cond,
+                save_fn=save_fn, traced_grid=traced_grid, per_sample=per_sample)
+
+
+@functools.partial(jax.jit, static_argnames=("save_fn", "traced_grid", "per_sample"))
+def _run(key, model, x_T, solver, t, mu, cond, *, save_fn, traced_grid, per_sample):
+    """The compiled sampler: coefficients for the whole grid, then one ``lax.scan``."""
+    dtype = mu.dtype
+    alpha, sigma = model.path.alpha(t), model.path.sigma(t)  # float64 when x64 is on
+    coefs = jax.tree_util.tree_map(lambda c: c.astype(dtype), solver.coefficients(alpha, sigma))
+    alpha, sigma = alpha.astype(dtype), sigma.astype(dtype)
     n_hist = solver.history_length
 
     def step_fn(carry, inputs):
@@ -149,7 +156,7 @@ def sample(
         y_next = c.x * y + c.outputs[0] * q
         for j, q_old in enumerate(history):
             y_next = y_next + c.outputs[j + 1] * q_old
-        if stochastic:
+        if solver.stochastic:
             y_next = y_next + c.noise * _normal(key, i, y.shape, dtype, per_sample)
         finite = finite & jnp.all(jnp.isfinite(q))
         saved = None
@@ -159,6 +166,7 @@ def sample(
 
     y0 = x_T.astype(dtype) - mu
     history = tuple(jnp.zeros_like(y0) for _ in range(n_hist))
+    steps = t.shape[0] - 1
     xs = (jnp.arange(steps), t[:-1], alpha[:-1], sigma[:-1], StepCoefficients(*coefs))
     (y, _, finite), saved = jax.lax.scan(step_fn, (y0, history, jnp.array(True)), xs)
     x = (y + mu).astype(x_T.dtype)

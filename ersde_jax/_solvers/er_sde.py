@@ -30,7 +30,8 @@ __all__ = ["ERSDE", "er_sde", "DERIVATIVES"]
 DERIVATIVES = ("quadratic", "backward")
 
 
-def _is_concrete_value(value, target) -> bool:
+def _equals(value, target) -> bool:
+    """True when ``value`` is concrete and equal to ``target`` (decided before tracing)."""
     return is_concrete(value) and bool(np.all(np.asarray(value) == target))
 
 
@@ -45,7 +46,8 @@ class ERSDE:
     """ER-SDE-Solver of order 1-3 for any Gaussian path and noise-scale function.
 
     Build it with :func:`er_sde`. ``noise_scale`` parameters, ``eta`` and ``s_noise`` are pytree
-    leaves (traced and differentiable); the rest is static.
+    leaves (traced and differentiable); the rest is static. ``closed_form`` ("ode", "sde" or None)
+    and ``stochastic`` are decided by :func:`er_sde` from the concrete hyperparameters.
     """
 
     noise_scale: NoiseScale
@@ -55,17 +57,10 @@ class ERSDE:
     derivative: str = dataclasses.field(default="quadratic", metadata=dict(static=True))
     riemann_points: int | None = dataclasses.field(default=None, metadata=dict(static=True))
     quadrature_nodes: int = dataclasses.field(default=64, metadata=dict(static=True))
+    closed_form: str | None = dataclasses.field(default=None, metadata=dict(static=True))
+    stochastic: bool = dataclasses.field(default=True, metadata=dict(static=True))
 
     target = "x0"  # the solver consumes data predictions
-
-    @property
-    def stochastic(self) -> bool:
-        """False when the solver injects no noise whatever the grid (decided before tracing)."""
-        return not (
-            self.noise_scale.closed_form == "ode"
-            or _is_concrete_value(self.eta, 0.0)
-            or _is_concrete_value(self.s_noise, 0.0)
-        )
 
     @property
     def history_length(self) -> int:
@@ -76,21 +71,13 @@ class ERSDE:
         """Raises ValueError if the noise-scale function is invalid on the grid's noise levels."""
         check_noise_scale(self.noise_scale, self.eta, rho)
 
-    def _closed_form(self):
-        form = self.noise_scale.closed_form
-        if form == "ode" or _is_concrete_value(self.eta, 0.0):
-            return "ode"  # phi_eta = rho for eta = 0
-        if form == "sde" and _is_concrete_value(self.eta, 1.0):
-            return "sde"
-        return None
-
     def coefficients(self, alpha, sigma) -> StepCoefficients:
         """Coefficients of every step for a grid with values ``alpha``, ``sigma`` (length N + 1).
 
         Order ``min(order, i + 1)`` at step ``i`` (warm-up), and order 1 for a last step to
         ``sigma = 0``, which is the denoising step ``x = alpha x0_hat + (1 - alpha) mu``.
         """
-        closed = self._closed_form()
+        closed = self.closed_form
 
         def log_g(rho):
             if closed == "ode":
@@ -191,4 +178,12 @@ def er_sde(
     if not (isinstance(quadrature_nodes, int) and quadrature_nodes >= 2):
         raise ValueError(f"quadrature_nodes must be an int >= 2, got {quadrature_nodes!r}.")
     scale = make_noise_scale(noise_scale, noise_scale_params)
-    return ERSDE(scale, eta, s_noise, order, derivative, riemann_points, quadrature_nodes)
+    if scale.closed_form == "ode" or _equals(eta, 0.0):
+        closed_form = "ode"  # phi_eta = rho whenever eta = 0
+    elif scale.closed_form == "sde" and _equals(eta, 1.0):
+        closed_form = "sde"
+    else:
+        closed_form = None
+    stochastic = not (closed_form == "ode" or _equals(s_noise, 0.0))
+    return ERSDE(scale, eta, s_noise, order, derivative, riemann_points, quadrature_nodes,
+                 closed_form, stochastic)
