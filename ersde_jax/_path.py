@@ -147,14 +147,14 @@ class VPLinear(_VP):
         return 2.0 * c / (b0 + jnp.sqrt(b0**2 + 2.0 * db * c))
 
     def in_domain(self, t):
-        return np.isfinite(t) & (t >= 0)
+        return np.isfinite(t) & (t >= 0) & (t <= 1)
 
 
 def vp_linear(
     beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-3, t_max: float = 1.0
 ) -> VPLinear:
     """Continuous VP path, ``log abar_t = -(b0 t + (b1 - b0) t^2 / 2)`` (MATH.md section 1)."""
-    _validate_range("vp_linear", float(t_min), float(t_max), lo_bound=0.0)
+    _validate_range("vp_linear", float(t_min), float(t_max), lo_bound=0.0, hi_bound=1.0)
     if not (beta_min > 0 and beta_max >= beta_min):
         raise ValueError(f"vp_linear: need 0 < beta_min <= beta_max, got {beta_min}, {beta_max}.")
     return VPLinear(float(t_min), float(t_max), float(beta_min), float(beta_max))
