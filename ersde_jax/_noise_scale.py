@@ -129,7 +129,8 @@ def check_noise_scale(scale: NoiseScale, eta, rho: np.ndarray) -> None:
     if not np.all(np.isfinite(log_g)):
         bad = xs[~np.isfinite(log_g)][0]
         raise ValueError(
-            f"Noise scale {scale.name!r}: phi must be finite and > 0 for rho > 0; phi({bad:.4g}) is not."
+            f"Noise scale {scale.name!r}: phi must be finite and > 0 for rho > 0; "
+            f"phi({bad:.4g}) is not."
         )
     drops = np.diff(log_g) < -tol * np.maximum(1.0, np.abs(log_g[1:]))
     if np.any(drops):

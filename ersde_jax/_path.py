@@ -231,7 +231,7 @@ def vp_discrete(betas=None) -> VPDiscrete:
     """
     betas = np.linspace(1e-4, 0.02, 1000) if betas is None else np.asarray(betas, np.float64)
     if betas.ndim != 1 or betas.size < 2 or not np.all((betas > 0) & (betas < 1)):
-        raise ValueError("vp_discrete: betas must be a 1-D array (length >= 2) of values in (0, 1).")
+        raise ValueError("vp_discrete: betas must be a 1-D array (length >= 2) in (0, 1).")
     log_abar = np.cumsum(np.log1p(-betas))
     return VPDiscrete(0.0, float(betas.size - 1), tuple(float(v) for v in log_abar))
 
@@ -260,7 +260,7 @@ class Flow(GaussianPath):
 
 
 def flow(t_min: float = 1e-3, t_max: float = 0.999) -> Flow:
-    """Rectified-flow path. ``alpha(1) = 0``, so sampling starts at ``t_max < 1`` from ``N(0, I)``."""
+    """Rectified-flow path; ``alpha(1) = 0``, so sampling starts at ``t_max < 1`` from N(0, I)."""
     _validate_range("flow", float(t_min), float(t_max), lo_bound=0.0)
     if not t_max < 1.0:
         raise ValueError(f"flow: t_max must be < 1 (alpha(1) = 0), got {t_max}.")

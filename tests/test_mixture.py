@@ -21,7 +21,7 @@ def test_mixture_weights_and_component_moments(scale, order):
                                                         noise_scale=scale))(jax.random.key(1), x_T),
                    np.float64)
     label = np.argmin([np.sum((x - np.asarray(m)) ** 2, 1) for m in MEANS], axis=0)
-    for k, (w, m, s) in enumerate(zip(WEIGHTS, MEANS, STDS)):
+    for k, (w, m, s) in enumerate(zip(WEIGHTS, MEANS, STDS, strict=True)):
         xs = x[label == k]
         n = xs.shape[0]
         assert abs(n / N - w) < 5 * np.sqrt(w * (1 - w) / N)

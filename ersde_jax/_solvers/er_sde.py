@@ -172,7 +172,7 @@ def er_sde(
     if derivative not in DERIVATIVES:
         raise ValueError(f"Unknown derivative {derivative!r}; expected one of {DERIVATIVES}.")
     if riemann_points is not None and (
-        isinstance(riemann_points, bool) or not isinstance(riemann_points, int) or riemann_points < 1
+        type(riemann_points) is not int or riemann_points < 1
     ):
         raise ValueError(f"riemann_points must be a positive int or None, got {riemann_points!r}.")
     if not (isinstance(quadrature_nodes, int) and quadrature_nodes >= 2):
