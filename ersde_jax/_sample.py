@@ -35,7 +35,7 @@ class SampleResult(NamedTuple):
 
     x: jnp.ndarray  # the sample, dtype of x_T
     saved: Any  # outputs of save_fn stacked over steps (leading axis = steps), or None
-    finite: jnp.ndarray  # () bool: every network output and the sample were finite
+    finite: jnp.ndarray  # () bool: the sample is finite (a NaN/inf network output propagates)
 
 
 def _check_x(x_T) -> jnp.ndarray:
@@ -149,7 +149,7 @@ def _run(key, model, x_T, solver, t, mu, cond, *, save_fn, traced_grid, per_samp
     n_hist = solver.history_length
 
     def step_fn(carry, inputs):
-        y, history, finite = carry
+        y, history = carry
         i, t_i, alpha_i, sigma_i, c = inputs
         denoised = model.denoise(y, t_i, alpha_i, sigma_i, mu, cond)
         q = denoised.x0 if solver.target == "x0" else denoised.eps
@@ -158,18 +158,17 @@ def _run(key, model, x_T, solver, t, mu, cond, *, save_fn, traced_grid, per_samp
             y_next = y_next + c.outputs[j + 1] * q_old
         if solver.stochastic:
             y_next = y_next + c.noise * _normal(key, i, y.shape, dtype, per_sample)
-        finite = finite & jnp.all(jnp.isfinite(q))
         saved = None
         if save_fn is not None:
             saved = save_fn(StepInfo(i, t_i, y + mu, denoised.x0 + mu, y_next + mu))
-        return (y_next, (q, *history)[:n_hist], finite), saved
+        return (y_next, (q, *history)[:n_hist]), saved
 
     y0 = x_T.astype(dtype) - mu
     history = tuple(jnp.zeros_like(y0) for _ in range(n_hist))
     steps = t.shape[0] - 1
     xs = (jnp.arange(steps), t[:-1], alpha[:-1], sigma[:-1], StepCoefficients(*coefs))
-    (y, _, finite), saved = jax.lax.scan(step_fn, (y0, history, jnp.array(True)), xs)
+    (y, _), saved = jax.lax.scan(step_fn, (y0, history), xs)
     x = (y + mu).astype(x_T.dtype)
     if traced_grid:
         x = jnp.where(grid_is_valid(t), x, jnp.nan)
-    return SampleResult(x, saved, finite & jnp.all(jnp.isfinite(x)))
+    return SampleResult(x, saved, jnp.all(jnp.isfinite(x)))

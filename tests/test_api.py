@@ -183,3 +183,15 @@ def test_every_path_samples_the_mixture(path):
     x = jax.jit(ej.ersde_sample)(jax.random.key(4), model, x_T)
     frac = float(jnp.mean(x[:, 0] > 0.5))
     assert abs(frac - 0.3) < 5 * np.sqrt(0.3 * 0.7 / 2000) + 0.01
+
+
+def test_nan_from_the_network_is_reported():
+    base, x_T = _setup(batch=3)
+
+    def apply_fn(params, x, t, cond):
+        out = base.apply_fn(params, x, t, cond)
+        return jnp.where(t < 1.0, jnp.nan, out)  # fails late in sampling
+
+    model = ej.Model(apply_fn, base.params, path=base.path, prediction="x0")
+    res = ej.sample(jax.random.key(0), model, x_T, ej.er_sde(3), steps=10)
+    assert not bool(res.finite) and bool(jnp.all(jnp.isnan(res.x)))
