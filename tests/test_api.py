@@ -141,8 +141,8 @@ def test_s_noise_zero_equals_deterministic_part():
         a = ej.ersde_sample(jax.random.key(0), model, x_T, steps=9, s_noise=0.0)
         b = ej.ersde_sample(jax.random.key(1), model, x_T, steps=9, s_noise=0.0)
         c = ej.ersde_sample(jax.random.key(0), model, x_T, steps=9)
-    assert_allclose(a, b, rtol=1e-14)
-    assert float(jnp.max(jnp.abs(a - c))) > 1e-3
+        assert_allclose(a, b, rtol=1e-14)
+        assert float(jnp.max(jnp.abs(a - c))) > 1e-3
 
 
 def test_eta_zero_is_the_ode():

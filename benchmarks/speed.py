@@ -1,0 +1,243 @@
+"""Speed benchmark: how much the sampler costs on top of the network it calls.
+
+A small convolutional Flax denoiser (four 3x3 convolutions, 32 channels, GELU, ``log(sigma)``
+embedded as a per-channel bias, EDM preconditioning, random weights) on ``(B, 16, 16, 3)`` images
+is wrapped as an ``ej.Model`` on ``ej.paths.edm()`` predicting x0. On it we measure (wall clock,
+median of several repeats after a warm-up call, ``block_until_ready``):
+
+* ``model_call_s``: one jitted network call.
+* ``sample_s[N]``: one jitted ``ej.ersde_sample`` run of N steps with the default solver
+  (ER-SDE-Solver-3, "er_sde_5"), compile excluded.
+* ``overhead_ratio = sample_s[N_max] / (N_max * model_call_s)``: 1.0 means the sampler costs
+  nothing beyond its N network calls (target <= 1.10).
+* ``compile_s[N]``: ``jax.jit(...).lower(...).compile()`` time of the sampler (tracing included)
+  for a short and a long grid, and ``compile_ratio`` between them: the scan should make compile
+  time almost independent of the number of steps (target <= 1.5).
+* ``coefficient_s``: the solver's coefficient table alone (``solver.coefficients`` on the Karras
+  grid of N_max steps, jitted with the grid as an argument), and its share of ``sample_s[N_max]``.
+* ``ode_order1``: ``sample_s`` and ``overhead_ratio`` of the deterministic first-order solver
+  (noise scale "ode": no random numbers), the cheapest update the library has.
+
+The record (device, versions, date, CPU count, the 1-minute load average before and after the
+run, since other busy processes inflate wall-clock times, batch and all numbers) is written to
+``benchmarks/results/speed.json`` (``speed_quick.json`` with ``--quick``, or ``--out PATH``); a
+table is printed, and the last stdout line is the record as one JSON object. No timing is asserted.
+
+Run from the repository root::
+
+    python benchmarks/speed.py            # batch 256, N = 10 and 50, compile at 10 and 200 steps
+    python benchmarks/speed.py --quick    # batch 32, N = 5 and 10, compile at 10 and 50 steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import jaxlib
+import numpy as np
+
+import ersde_jax as ej
+
+IMAGE_SHAPE = (16, 16, 3)
+SIGMA_DATA = 0.5  # EDM's data standard deviation, used by the preconditioning
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+# Settings of the full run and of --quick: batch, timing repeats, sampler step counts (the last
+# one is N_max) and the two step counts whose compile times are compared.
+CONFIGS = {
+    "full": dict(
+        batch=256, model_repeats=20, sample_repeats=5, steps=(10, 50), compile_steps=(10, 200)
+    ),
+    "quick": dict(
+        batch=32, model_repeats=10, sample_repeats=3, steps=(5, 10), compile_steps=(10, 50)
+    ),
+}
+
+
+class ConvDenoiser(nn.Module):
+    """Four 3x3 convolutions with GELU; ``c_noise`` enters every hidden layer as a channel bias."""
+
+    channels: int = 32
+    hidden_layers: int = 3
+
+    @nn.compact
+    def __call__(self, x, c_noise):
+        embedding = jnp.reshape(c_noise, (1,)).astype(x.dtype)
+        h = x
+        for _ in range(self.hidden_layers):
+            h = nn.Conv(self.channels, (3, 3))(h)
+            h = nn.gelu(h + nn.Dense(self.channels)(embedding))
+        return nn.Conv(x.shape[-1], (3, 3))(h)
+
+
+def make_model(key, batch: int) -> ej.Model:
+    """The benchmark model: :class:`ConvDenoiser` with EDM preconditioning, random weights."""
+    net = ConvDenoiser()
+
+    def apply_fn(params, x, t, cond):
+        del cond
+        norm = jnp.sqrt(t**2 + SIGMA_DATA**2)
+        c_skip = SIGMA_DATA**2 / norm**2
+        c_out = t * SIGMA_DATA / norm
+        return c_skip * x + c_out * net.apply(params, x / norm, jnp.log(t) / 4)
+
+    params = net.init(key, jnp.zeros((batch, *IMAGE_SHAPE)), jnp.zeros(()))
+    return ej.Model(apply_fn, params, path=ej.paths.edm(), prediction="x0")
+
+
+def median_time(fn, *args, repeats: int) -> float:
+    """Median wall time of ``fn(*args)`` over ``repeats`` calls, after one warm-up call."""
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def sampler(steps: int, order: int = 3, noise_scale: str = "er_sde_5"):
+    """``ej.ersde_sample(key, model, x_T)`` with the step count and solver fixed (not jitted)."""
+    return functools.partial(ej.ersde_sample, steps=steps, order=order, noise_scale=noise_scale)
+
+
+def compile_time(steps: int, key, model, x_T) -> float:
+    """Seconds to trace, lower and compile a fresh jit of the default sampler for ``steps``."""
+    start = time.perf_counter()
+    jax.jit(sampler(steps)).lower(key, model, x_T).compile()
+    return time.perf_counter() - start
+
+
+def sample_times(config, key, model, x_T, order, noise_scale) -> dict[int, float]:
+    """Median run time of the jitted sampler for every step count of ``config``."""
+    return {
+        n: median_time(
+            jax.jit(sampler(n, order, noise_scale)), key, model, x_T,
+            repeats=config["sample_repeats"],
+        )
+        for n in config["steps"]
+    }
+
+
+def coefficient_time(path, steps: int, repeats: int) -> float:
+    """Median run time of the default solver's coefficient table on the Karras grid."""
+    solver = ej.er_sde(3, "er_sde_5")
+    t = jnp.asarray(ej.timesteps.karras(path, steps), jnp.float32)
+    coefficients = jax.jit(lambda t: solver.coefficients(path.alpha(t), path.sigma(t)))
+    return median_time(coefficients, t, repeats=repeats)
+
+
+def environment() -> dict:
+    """Device, library versions, date and usable CPU count of this run."""
+    device = jax.devices()[0]
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return dict(
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        device=dict(platform=device.platform, kind=device.device_kind),
+        cpu_count=cpus,
+        versions=dict(
+            python=platform.python_version(), jax=jax.__version__, jaxlib=jaxlib.__version__,
+            flax=flax.__version__, numpy=np.__version__,
+        ),
+    )
+
+
+def run(quick: bool) -> dict:
+    """Runs every measurement and returns the record."""
+    load_start = os.getloadavg()[0]
+    config = CONFIGS["quick" if quick else "full"]
+    batch, n_max = config["batch"], config["steps"][-1]
+    model_key, noise_key, sample_key = jax.random.split(jax.random.key(0), 3)
+    model = make_model(model_key, batch)
+    x_T = ej.prior_sample(noise_key, model.path, (batch, *IMAGE_SHAPE))
+
+    call = jax.jit(lambda p, x, t: model.apply_fn(p, x, t, None))
+    model_call_s = median_time(
+        call, model.params, x_T, jnp.asarray(1.0, jnp.float32), repeats=config["model_repeats"]
+    )
+
+    sample_s = sample_times(config, sample_key, model, x_T, 3, "er_sde_5")
+    ode_sample_s = sample_times(config, sample_key, model, x_T, 1, "ode")
+
+    short, long = config["compile_steps"]
+    compile_s = {n: compile_time(n, sample_key, model, x_T) for n in (short, long)}
+
+    coefficient_s = coefficient_time(model.path, n_max, config["model_repeats"])
+
+    return dict(
+        benchmark="speed",
+        quick=quick,
+        **environment(),
+        load_average_1min=dict(start=load_start, end=os.getloadavg()[0]),
+        batch=batch,
+        image_shape=list(IMAGE_SHAPE),
+        solver=dict(order=3, noise_scale="er_sde_5"),
+        model_call_s=model_call_s,
+        sample_s={str(n): s for n, s in sample_s.items()},
+        overhead_ratio=sample_s[n_max] / (n_max * model_call_s),
+        compile_s={str(n): s for n, s in compile_s.items()},
+        compile_ratio=compile_s[long] / compile_s[short],
+        coefficient_s=coefficient_s,
+        coefficient_share=coefficient_s / sample_s[n_max],
+        ode_order1=dict(
+            sample_s={str(n): s for n, s in ode_sample_s.items()},
+            overhead_ratio=ode_sample_s[n_max] / (n_max * model_call_s),
+        ),
+    )
+
+
+def print_table(record: dict) -> None:
+    """Human-readable summary of the record."""
+    ms = lambda s: f"{1e3 * s:9.2f} ms"
+    device = record["device"]
+    print(
+        f"ersde_jax speed, {device['platform']} ({device['kind']}), {record['cpu_count']} CPUs, "
+        f"batch {record['batch']}, images {tuple(record['image_shape'])}"
+    )
+    load = record["load_average_1min"]
+    print(f"  load average (1 min)          {load['start']:.2f} before, {load['end']:.2f} after")
+    print(f"  model call                    {ms(record['model_call_s'])}")
+    rows = (("er_sde order 3, er_sde_5", record), ("er_sde order 1, ode", record["ode_order1"]))
+    for name, row in rows:
+        for n, s in row["sample_s"].items():
+            per_step = s / int(n) / record["model_call_s"]
+            print(f"  {name:<24} N={n:<4}{ms(s)}   ({per_step:.3f} model calls per step)")
+        print(f"  {name:<24} overhead ratio  {row['overhead_ratio']:.3f}   (target <= 1.10)")
+    for n, s in record["compile_s"].items():
+        print(f"  compile                  N={n:<4}{ms(s)}")
+    print(f"  compile ratio                 {record['compile_ratio']:9.3f}      (target <= 1.5)")
+    print(
+        f"  coefficients alone            {ms(record['coefficient_s'])}   "
+        f"({100 * record['coefficient_share']:.2f} % of the longest sample)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="batch 32, fewer steps and repeats")
+    parser.add_argument("--out", type=Path, help="output JSON path (default benchmarks/results/)")
+    args = parser.parse_args()
+    out = args.out or RESULTS_DIR / ("speed_quick.json" if args.quick else "speed.json")
+
+    record = run(args.quick)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print_table(record)
+    print(f"written to {out}")
+    print(json.dumps(record))
+
+
+if __name__ == "__main__":
+    main()
