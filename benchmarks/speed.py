@@ -3,7 +3,7 @@
 A small convolutional Flax denoiser (four 3x3 convolutions, 32 channels, GELU, ``log(sigma)``
 embedded as a per-channel bias, EDM preconditioning, random weights) on ``(B, 16, 16, 3)`` images
 is wrapped as an ``ej.Model`` on ``ej.paths.edm()`` predicting x0. On it we measure (wall clock,
-median of several repeats after a warm-up call, ``block_until_ready``):
+best of several repeats after a warm-up call, ``block_until_ready``):
 
 * ``model_call_s``: one jitted network call.
 * ``sample_s[N]``: one jitted ``ej.ersde_sample`` run of N steps with the default solver
@@ -15,6 +15,11 @@ median of several repeats after a warm-up call, ``block_until_ready``):
   time almost independent of the number of steps (target <= 1.5).
 * ``coefficient_s``: the solver's coefficient table alone (``solver.coefficients`` on the Karras
   grid of N_max steps, jitted with the grid as an argument), and its share of ``sample_s[N_max]``.
+* ``bare_scan_s``: a ``lax.scan`` of N_max bare network calls (no solver at all): the floor of any
+  scan-based sampler; ``scan_floor_ratio`` relates it to N standalone calls and
+  ``solver_overhead_ratio = sample_s[N_max] / bare_scan_s`` isolates the solver's own cost.
+* ``noise_draw_s``: one ``jax.random.normal`` draw shaped like the batch, the work an SDE solver
+  adds per step (threefry + inverse-erf on CPU), also as a share of a model call.
 * ``ode_order1``: ``sample_s`` and ``overhead_ratio`` of the deterministic first-order solver
   (noise scale "ode": no random numbers), the cheapest update the library has.
 
@@ -97,15 +102,41 @@ def make_model(key, batch: int) -> ej.Model:
     return ej.Model(apply_fn, params, path=ej.paths.edm(), prediction="x0")
 
 
-def median_time(fn, *args, repeats: int) -> float:
-    """Median wall time of ``fn(*args)`` over ``repeats`` calls, after one warm-up call."""
+def best_time(fn, *args, repeats: int) -> float:
+    """Best (minimum) wall time of ``fn(*args)`` over ``repeats`` calls, after a warm-up call.
+
+    The minimum is the estimate least disturbed by other processes on a shared machine.
+    """
     jax.block_until_ready(fn(*args))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return min(times)
+
+
+def interleaved_times(fns: dict, rounds: int) -> dict[str, list[float]]:
+    """Times zero-argument functions once per round, alternating them, after a warm-up call.
+
+    Ratios taken within a round cancel the slow drifts of a shared machine's speed.
+    """
+    for fn in fns.values():
+        jax.block_until_ready(fn())
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def chained_calls(call, params, x, t, n: int):
+    """``n`` dependent standalone network calls (each one's output is the next one's input)."""
+    for _ in range(n):
+        x = call(params, x, t)
+    return x
 
 
 def sampler(steps: int, order: int = 3, noise_scale: str = "er_sde_5"):
@@ -121,9 +152,9 @@ def compile_time(steps: int, key, model, x_T) -> float:
 
 
 def sample_times(config, key, model, x_T, order, noise_scale) -> dict[int, float]:
-    """Median run time of the jitted sampler for every step count of ``config``."""
+    """Best run time of the jitted sampler for every step count of ``config``."""
     return {
-        n: median_time(
+        n: best_time(
             jax.jit(sampler(n, order, noise_scale)), key, model, x_T,
             repeats=config["sample_repeats"],
         )
@@ -132,11 +163,26 @@ def sample_times(config, key, model, x_T, order, noise_scale) -> dict[int, float
 
 
 def coefficient_time(path, steps: int, repeats: int) -> float:
-    """Median run time of the default solver's coefficient table on the Karras grid."""
+    """Best run time of the default solver's coefficient table on the Karras grid."""
     solver = ej.er_sde(3, "er_sde_5")
     t = jnp.asarray(ej.timesteps.karras(path, steps), jnp.float32)
     coefficients = jax.jit(lambda t: solver.coefficients(path.alpha(t), path.sigma(t)))
-    return median_time(coefficients, t, repeats=repeats)
+    return best_time(coefficients, t, repeats=repeats)
+
+
+def bare_scan(model):
+    """A ``lax.scan`` of bare network calls over a grid: the floor of any scan-based sampler."""
+
+    def scan(params, x, t):
+        return jax.lax.scan(lambda y, t_i: (model.apply_fn(params, y, t_i, None), None), x, t)[0]
+
+    return scan
+
+
+def noise_time(config, x_T) -> float:
+    """Run time of one standard-normal draw shaped like the batch (the SDE solvers' extra work)."""
+    draw = jax.jit(lambda key: jax.random.normal(key, x_T.shape, x_T.dtype))
+    return best_time(draw, jax.random.key(1), repeats=config["model_repeats"])
 
 
 def environment() -> dict:
@@ -164,12 +210,28 @@ def run(quick: bool) -> dict:
     x_T = ej.prior_sample(noise_key, model.path, (batch, *IMAGE_SHAPE))
 
     call = jax.jit(lambda p, x, t: model.apply_fn(p, x, t, None))
-    model_call_s = median_time(
-        call, model.params, x_T, jnp.asarray(1.0, jnp.float32), repeats=config["model_repeats"]
-    )
-
+    t_one = jnp.asarray(1.0, jnp.float32)
+    model_call_s = best_time(call, model.params, x_T, t_one, repeats=config["model_repeats"])
+    noise_s = noise_time(config, x_T)
     sample_s = sample_times(config, sample_key, model, x_T, 3, "er_sde_5")
     ode_sample_s = sample_times(config, sample_key, model, x_T, 1, "ode")
+
+    # The headline ratios: the sampler against N chained standalone calls and against a scan of
+    # N bare calls, timed in alternation and compared round by round.
+    t_grid = jnp.asarray(ej.timesteps.karras(model.path, n_max)[:-1], jnp.float32)
+    default, ode = jax.jit(sampler(n_max)), jax.jit(sampler(n_max, 1, "ode"))
+    bare = jax.jit(bare_scan(model))
+    rounds = interleaved_times(
+        dict(
+            calls=lambda: chained_calls(call, model.params, x_T, t_one, n_max),
+            bare_scan=lambda: bare(model.params, x_T, t_grid),
+            default=lambda: default(sample_key, model, x_T),
+            ode=lambda: ode(sample_key, model, x_T),
+        ),
+        config["sample_repeats"],
+    )
+    ratio = lambda a, b: statistics.median(np.asarray(rounds[a]) / np.asarray(rounds[b]))
+    bare_scan_s = min(rounds["bare_scan"])
 
     short, long = config["compile_steps"]
     compile_s = {n: compile_time(n, sample_key, model, x_T) for n in (short, long)}
@@ -186,14 +248,20 @@ def run(quick: bool) -> dict:
         solver=dict(order=3, noise_scale="er_sde_5"),
         model_call_s=model_call_s,
         sample_s={str(n): s for n, s in sample_s.items()},
-        overhead_ratio=sample_s[n_max] / (n_max * model_call_s),
+        overhead_ratio=ratio("default", "calls"),
+        bare_scan_s=bare_scan_s,
+        scan_floor_ratio=ratio("bare_scan", "calls"),
+        solver_overhead_ratio=ratio("default", "bare_scan"),
+        noise_draw_s=noise_s,
+        noise_share_per_step=noise_s / model_call_s,
         compile_s={str(n): s for n, s in compile_s.items()},
         compile_ratio=compile_s[long] / compile_s[short],
         coefficient_s=coefficient_s,
         coefficient_share=coefficient_s / sample_s[n_max],
         ode_order1=dict(
             sample_s={str(n): s for n, s in ode_sample_s.items()},
-            overhead_ratio=ode_sample_s[n_max] / (n_max * model_call_s),
+            overhead_ratio=ratio("ode", "calls"),
+            solver_overhead_ratio=ratio("ode", "bare_scan"),
         ),
     )
 
@@ -215,6 +283,10 @@ def print_table(record: dict) -> None:
             per_step = s / int(n) / record["model_call_s"]
             print(f"  {name:<24} N={n:<4}{ms(s)}   ({per_step:.3f} model calls per step)")
         print(f"  {name:<24} overhead ratio  {row['overhead_ratio']:.3f}   (target <= 1.10)")
+        print(f"  {name:<24} vs bare scan    {row['solver_overhead_ratio']:.3f}")
+    print(f"  scan of bare network calls    {record['scan_floor_ratio']:9.3f} model calls per step")
+    print(f"  one normal draw (noise)       {ms(record['noise_draw_s'])}   "
+          f"({100 * record['noise_share_per_step']:.1f} % of a model call)")
     for n, s in record["compile_s"].items():
         print(f"  compile                  N={n:<4}{ms(s)}")
     print(f"  compile ratio                 {record['compile_ratio']:9.3f}      (target <= 1.5)")

@@ -1,0 +1,23 @@
+"""Every benchmark script runs with --quick and prints one JSON object as its last line."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("script", ["speed.py"])
+def test_benchmark_quick(script, tmp_path):
+    out = tmp_path / "result.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--out", str(out)],
+        capture_output=True, text=True, check=True, timeout=900, cwd=ROOT,
+    )
+    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert json.loads(out.read_text()) == record
+    assert record["quick"] and record["versions"]["jax"] and record["date"]
+    assert record["overhead_ratio"] > 0 and record["compile_ratio"] > 0
