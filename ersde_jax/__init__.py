@@ -4,6 +4,7 @@ ER-SDE-Solvers (Cui et al.) and the MR Sampler (Li et al., ICLR 2025) on one sem
 Gaussian path ``x_t = mu + alpha_t (x0 - mu) + sigma_t eps``, compiled as one ``lax.scan``.
 """
 
+from . import guidance as guidance
 from . import paths as paths
 from . import testing as testing
 from . import timesteps as timesteps
@@ -16,15 +17,25 @@ from ._prediction import PREDICTION_NAMES as PREDICTIONS
 from ._sample import SampleResult as SampleResult
 from ._sample import StepInfo as StepInfo
 from ._sample import sample as sample
+from ._samplers import TIME_SCHEDULES as TIME_SCHEDULES
 from ._samplers import ersde_sample as ersde_sample
+from ._samplers import mr_grid as mr_grid
+from ._samplers import mr_sample as mr_sample
 from ._solvers.base import StepCoefficients as StepCoefficients
 from ._solvers.er_sde import ERSDE as ERSDE
 from ._solvers.er_sde import er_sde as er_sde
+from ._solvers.euler import Euler as Euler
+from ._solvers.euler import euler_maruyama as euler_maruyama
+from ._solvers.euler import euler_ode as euler_ode
+from ._solvers.mr import MR as MR
+from ._solvers.mr import mr_ode as mr_ode
+from ._solvers.mr import mr_sde as mr_sde
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Model", "NOISE_SCALES", "NoiseScale", "noise_scale", "PREDICTIONS", "SampleResult",
-    "StepInfo", "StepCoefficients", "ERSDE", "er_sde", "sample", "ersde_sample", "prior_sample",
-    "paths", "timesteps", "testing",
+    "StepInfo", "StepCoefficients", "ERSDE", "er_sde", "MR", "mr_ode", "mr_sde", "Euler",
+    "euler_maruyama", "euler_ode", "sample", "ersde_sample", "mr_sample", "mr_grid",
+    "TIME_SCHEDULES", "prior_sample", "paths", "timesteps", "testing", "guidance",
 ]

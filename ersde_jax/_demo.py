@@ -85,7 +85,7 @@ def run_demo(out: str, samples: int = 4000, quick: bool = False) -> dict:
         results=results,
     )
     (out_dir / "demo.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary))
+    print(json.dumps({k: v for k, v in summary.items() if k != "results"}))
     return summary
 
 

@@ -20,7 +20,10 @@ import numpy as np
 
 from ._concrete import eval_f64
 
-__all__ = ["GaussianPath", "edm", "vp_linear", "vp_cosine", "vp_discrete", "flow", "prior_sample"]
+__all__ = [
+    "GaussianPath", "edm", "vp_linear", "vp_cosine", "vp_discrete", "flow", "ir_sde",
+    "prior_sample",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,6 +268,97 @@ def flow(t_min: float = 1e-3, t_max: float = 0.999) -> Flow:
     if not t_max < 1.0:
         raise ValueError(f"flow: t_max must be < 1 (alpha(1) = 0), got {t_max}.")
     return Flow(float(t_min), float(t_max))
+
+
+@dataclasses.dataclass(frozen=True)
+class IRSDE(GaussianPath):
+    """Mean-reverting path of IR-SDE (Luo et al. 2023) in centred form; model time is the index.
+
+    ``alpha_i = exp(-thetabar_i)``, ``sigma_i = max_sigma sqrt(1 - alpha_i^2)`` at the indices
+    ``0..T``; the clean image sits at index -1 (``thetabar = 0``). Fractional indices interpolate
+    ``thetabar`` linearly, which keeps ``alpha``, ``sigma`` and ``lam`` consistent with each other
+    (the authors' release interpolates the three separately; at integer indices both agree).
+    """
+
+    max_sigma: float = 10.0 / 255.0
+    thetabar_table: tuple[float, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "t_clean", -1.0)
+        object.__setattr__(self, "v_scale", self.max_sigma)
+
+    def _tables(self, like):
+        table = jnp.asarray((0.0, *self.thetabar_table), dtype=jnp.result_type(like, float))
+        index = jnp.arange(-1, len(self.thetabar_table), dtype=table.dtype)
+        return index, table
+
+    def thetabar(self, t):
+        """Cumulative mean-reversion ``thetabar(t)``."""
+        index, table = self._tables(t)
+        return jnp.interp(t, index, table)
+
+    def alpha(self, t):
+        return jnp.exp(-self.thetabar(t))
+
+    def sigma(self, t):
+        return self.max_sigma * jnp.sqrt(-jnp.expm1(-2.0 * self.thetabar(t)))
+
+    def lam(self, t):
+        tb = self.thetabar(t)
+        return -tb - jnp.log(self.max_sigma) - 0.5 * jnp.log(-jnp.expm1(-2.0 * tb))
+
+    def t_from_lambda(self, lam):
+        # exp(-2 thetabar) = sigmoid(2 (lam + log max_sigma)).
+        tb = 0.5 * jnp.logaddexp(0.0, -2.0 * (lam + jnp.log(self.max_sigma)))
+        index, table = self._tables(lam)
+        return jnp.interp(tb, table, index)
+
+    def in_domain(self, t):
+        return np.isfinite(t) & (t >= -1) & (t <= len(self.thetabar_table) - 1)
+
+    def prior_std(self) -> float:
+        return self.max_sigma
+
+
+_THETA_SCHEDULES = ("cosine", "linear", "constant")
+
+
+def ir_sde(max_sigma: float = 10.0, T: int = 100, schedule: str = "cosine", eps: float = 0.01
+           ) -> IRSDE:
+    """The IR-SDE mean-reverting path (MATH.md section 1).
+
+    ``T + 1`` discrete thetas (cosine: ``1 - abar[1:-1]`` of the cosine schedule on ``T + 3``
+    points; linear: ``linspace(1e-4, 0.02) * 1000 / (T + 1)``; constant: ones),
+    ``dt = -log(eps) / sum(theta)``, ``thetabar_i = dt * cumsum(theta)_i``, so ``alpha_T = eps``.
+    Sampling starts at ``x_T = mu + max_sigma z``.
+
+    Args:
+        max_sigma: stationary noise level; values >= 1 are read in pixel units and divided by 255.
+        T: number of diffusion steps of the trained model (model time is the index 0..T).
+        schedule: "cosine", "linear" or "constant".
+        eps: ``alpha`` at index T.
+    """
+    if schedule not in _THETA_SCHEDULES:
+        raise ValueError(
+            f"Unknown theta schedule {schedule!r}; expected one of {_THETA_SCHEDULES}."
+        )
+    if type(T) is not int or T < 2:
+        raise ValueError(f"ir_sde: T must be an int >= 2, got {T!r}.")
+    if not (max_sigma > 0 and 0 < eps < 1):
+        raise ValueError(f"ir_sde: need max_sigma > 0 and 0 < eps < 1, got {max_sigma}, {eps}.")
+    sigma = max_sigma / 255.0 if max_sigma >= 1 else max_sigma
+    if schedule == "cosine":
+        x = np.linspace(0.0, T + 2, T + 3)
+        abar = np.cos((x / (T + 2) + 0.008) / 1.008 * np.pi / 2) ** 2
+        theta = 1.0 - (abar / abar[0])[1:-1]
+    elif schedule == "linear":
+        scale = 1000.0 / (T + 1)
+        theta = np.linspace(scale * 1e-4, scale * 0.02, T + 1)
+    else:
+        theta = np.ones(T + 1)
+    cumsum = np.cumsum(theta)
+    thetabar = cumsum * (-np.log(eps) / cumsum[-1])
+    return IRSDE(0.0, float(T), float(sigma), tuple(float(v) for v in thetabar))
 
 
 def prior_sample(key, path: GaussianPath, shape, *, mu=None, dtype=None):

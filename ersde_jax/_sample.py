@@ -12,6 +12,7 @@ import numpy as np
 
 from ._concrete import eval_f64, is_concrete
 from ._model import Model
+from ._prediction import Denoised
 from ._solvers.base import StepCoefficients
 from ._timesteps import check_steps, check_timesteps, grid_is_valid, karras
 
@@ -96,6 +97,7 @@ def sample(
     mu=None,
     cond=None,
     save_fn: Callable[[StepInfo], Any] | None = None,
+    denoised_fn: Callable | None = None,
 ) -> SampleResult:
     """Runs ``solver`` from ``x_T`` along a time grid, as one ``lax.scan``.
 
@@ -112,6 +114,9 @@ def sample(
         mu: the mean of a mean-reverting path (broadcast to ``x_T``); default 0.
         cond: conditioning pytree passed to ``apply_fn``; defaults to ``mu`` when ``mu`` is given.
         save_fn: optional ``save_fn(StepInfo) -> pytree`` whose outputs are stacked over steps.
+        denoised_fn: optional transform of the data prediction ``x0_hat`` (shaped like ``x_T``)
+            applied before the solver uses it, e.g. :func:`ersde_jax.guidance.dynamic_thresholding`;
+            a noise-prediction solver then uses the noise implied by the transformed ``x0_hat``.
 
     Returns:
         A :class:`SampleResult` with the sample in ``x_T``'s dtype.
@@ -121,6 +126,8 @@ def sample(
         steps = DEFAULT_STEPS if timesteps is None else np.shape(timesteps)[0] - 1
     steps = check_steps(steps)
     path = model.path
+    if hasattr(solver, "check_path"):
+        solver.check_path(path)
     if timesteps is None:
         timesteps = karras(path, steps)
     else:
@@ -136,11 +143,14 @@ def sample(
     if not solver.stochastic:
         key = None
     return _run(key, model, x_T, solver, jnp.asarray(timesteps, jnp.result_type(float)), mu, cond,
-                save_fn=save_fn, traced_grid=traced_grid, per_sample=per_sample)
+                save_fn=save_fn, denoised_fn=denoised_fn, traced_grid=traced_grid,
+                per_sample=per_sample)
 
 
-@functools.partial(jax.jit, static_argnames=("save_fn", "traced_grid", "per_sample"))
-def _run(key, model, x_T, solver, t, mu, cond, *, save_fn, traced_grid, per_sample):
+@functools.partial(
+    jax.jit, static_argnames=("save_fn", "denoised_fn", "traced_grid", "per_sample")
+)
+def _run(key, model, x_T, solver, t, mu, cond, *, save_fn, denoised_fn, traced_grid, per_sample):
     """The compiled sampler: coefficients for the whole grid, then one ``lax.scan``."""
     dtype = mu.dtype
     alpha, sigma = model.path.alpha(t), model.path.sigma(t)  # float64 when x64 is on
@@ -152,6 +162,9 @@ def _run(key, model, x_T, solver, t, mu, cond, *, save_fn, traced_grid, per_samp
         y, history = carry
         i, t_i, alpha_i, sigma_i, c = inputs
         denoised = model.denoise(y, t_i, alpha_i, sigma_i, mu, cond)
+        if denoised_fn is not None:
+            x0 = denoised_fn(denoised.x0 + mu).astype(dtype) - mu
+            denoised = Denoised(x0, (y - alpha_i * x0) / sigma_i)
         q = denoised.x0 if solver.target == "x0" else denoised.eps
         y_next = c.x * y + c.outputs[0] * q
         for j, q_old in enumerate(history):

@@ -15,7 +15,19 @@ import numpy as np
 from ._concrete import eval_f64
 from ._path import GaussianPath
 
-__all__ = ["karras", "uniform_t", "uniform_lambda", "check_steps", "check_timesteps"]
+__all__ = [
+    "karras", "karras_t", "uniform_t", "uniform_lambda", "leading", "trailing", "check_steps",
+    "check_timesteps",
+]
+
+
+def _from_lambda(path: GaussianPath, lam: np.ndarray, lambda_min: float | None) -> np.ndarray:
+    """Model times of decreasing-in-t values of ``lam``, with the range ends snapped exactly."""
+    t = eval_f64(path.t_from_lambda, lam).copy()
+    t[-1] = path.t_min
+    if lambda_min is None or lam[0] <= float(eval_f64(path.lam, path.t_max)):
+        t[0] = path.t_max
+    return t
 
 
 def _lambda_range(path: GaussianPath, lambda_min: float | None) -> tuple[float, float]:
@@ -68,7 +80,7 @@ def karras(
     r_max, r_min = np.exp(-lam_lo), np.exp(-lam_hi)
     frac = np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1)
     r = (r_max ** (1 / rho) + frac * (r_min ** (1 / rho) - r_max ** (1 / rho))) ** rho
-    return _finish(path, eval_f64(path.t_from_lambda, -np.log(r)), end)
+    return _finish(path, _from_lambda(path, -np.log(r), lambda_min), end)
 
 
 def uniform_t(path: GaussianPath, steps: int, *, end: str = "clean") -> np.ndarray:
@@ -91,7 +103,42 @@ def uniform_lambda(
     """
     n = _eval_points(steps, end)
     lam_lo, lam_hi = _lambda_range(path, lambda_min)
-    return _finish(path, eval_f64(path.t_from_lambda, np.linspace(lam_lo, lam_hi, n)), end)
+    return _finish(path, _from_lambda(path, np.linspace(lam_lo, lam_hi, n), lambda_min), end)
+
+
+def karras_t(path: GaussianPath, steps: int, *, rho: float = 7.0, end: str = "clean"
+             ) -> np.ndarray:
+    """The Karras rule applied to model time itself, from ``t_max`` to ``t_min``."""
+    n = _eval_points(steps, end)
+    frac = np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1)
+    lo, hi = path.t_min ** (1 / rho), path.t_max ** (1 / rho)
+    return _finish(path, (hi + frac * (lo - hi)) ** rho, end)
+
+
+def _discrete_range(path: GaussianPath, steps: int, name: str) -> int:
+    n_train = int(round(path.t_max - path.t_min)) + 1
+    if path.t_clean != path.t_min - 1 or n_train < 2:
+        raise ValueError(f"The {name!r} schedule needs a discrete path (vp_discrete, ir_sde).")
+    if steps > n_train:
+        raise ValueError(
+            f"{name!r} spacing of {n_train} indices cannot give {steps} distinct evaluations; "
+            "it would change the number of network evaluations."
+        )
+    return n_train
+
+
+def leading(path: GaussianPath, steps: int) -> np.ndarray:
+    """Integer indices ``t_min + k * (n // steps)``, k = steps-1..0, then the clean time."""
+    n_train = _discrete_range(path, steps, "leading")
+    t_eval = path.t_min + np.arange(steps)[::-1] * (n_train // steps)
+    return _finish(path, t_eval.astype(np.float64), "clean")
+
+
+def trailing(path: GaussianPath, steps: int) -> np.ndarray:
+    """Integer indices spaced ``n / steps`` down from ``t_max``, then the clean time."""
+    n_train = _discrete_range(path, steps, "trailing")
+    t_eval = path.t_min + np.round(np.arange(n_train, 0, -n_train / steps)) - 1
+    return _finish(path, t_eval[:steps].astype(np.float64), "clean")
 
 
 def check_steps(steps) -> int:

@@ -36,13 +36,13 @@ def divided_difference_weights(u_s, u_1, u_2):
             that a step does not use must still be distinct (callers pad with safe values).
 
     Returns:
-        ``(d1, d1_prev, dd)``, each (steps, 3): ``d1 = (q_s - q_{s-1})/(u_s - u_{s-1})``,
-        ``d1_prev = (q_{s-1} - q_{s-2})/(u_{s-1} - u_{s-2})`` and the second divided difference
-        ``dd = (d1 - d1_prev)/(u_s - u_{s-2})``.
+        ``(d1, dd)``, each (steps, 3): ``d1 = (q_s - q_{s-1})/(u_s - u_{s-1})`` and the second
+        divided difference ``dd = (d1 - d1_prev)/(u_s - u_{s-2})``, where
+        ``d1_prev = (q_{s-1} - q_{s-2})/(u_{s-1} - u_{s-2})``.
     """
     zero = jnp.zeros_like(u_s)
     h1, h2 = u_s - u_1, u_1 - u_2
     d1 = jnp.stack([1 / h1, -1 / h1, zero], axis=-1)
     d1_prev = jnp.stack([zero, 1 / h2, -1 / h2], axis=-1)
     dd = (d1 - d1_prev) / (h1 + h2)[:, None]
-    return d1, d1_prev, dd
+    return d1, dd

@@ -111,7 +111,7 @@ class ERSDE:
         # History: rho at s-1, s-2 (padded with distinct dummies where not yet available).
         pad = jnp.stack([2.0 * rho[0], 4.0 * rho[0]])
         rho_hist = jnp.concatenate([pad[::-1], rho_s])
-        d1, _, dd = divided_difference_weights(rho_s, rho_hist[1:-1], rho_hist[:-2])
+        d1, dd = divided_difference_weights(rho_s, rho_hist[1:-1], rho_hist[:-2])
         d2 = 2.0 * dd  # second derivative estimate
         if self.derivative == "quadratic":
             # Derivative at rho_s of the quadratic through the last three points.
