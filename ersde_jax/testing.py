@@ -127,7 +127,8 @@ def gaussian_sampler_moments(solver, path: GaussianPath, timesteps, mean, std, x
         gains, offsets = [gain[i], *gains[:2]], [offset[i], *offsets[:2]]
         row = np.array([c_x[i] + w[i, 0] * gains[0], w[i, 1] * gains[1], w[i, 2] * gains[2]])
         shift = sum(w[i, j] * offsets[j] for j in range(3)) * mean
-        means = [row @ np.array(means, dtype=object) + shift, means[0], means[1]]
+        new_mean = row[0] * means[0] + row[1] * means[1] + row[2] * means[2] + shift
+        means = [new_mean, means[0], means[1]]
         trans = np.array([row, [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
         cov = trans @ cov @ trans.T
         cov[0, 0] += c_z[i] ** 2

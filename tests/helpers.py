@@ -46,3 +46,20 @@ def two_component_mixture(dtype=jnp.float32):
         jnp.array([[2.0, 0.0], [-1.0, 1.0]], dtype),
         jnp.array([0.3, 0.5], dtype),
     )
+
+
+def assert_mixture_recovered(x, weights, means, stds, bias=0.02):
+    """Samples ``x`` (n, d) follow the mixture: weights, component means and variances.
+
+    Components are assigned by nearest mean (the test mixtures are well separated). Weights and
+    means must match within 5 Monte-Carlo standard errors; variances within 5 standard errors plus
+    ``bias`` (the solver's discretisation error at the step count used).
+    """
+    x = np.asarray(x, np.float64)
+    label = np.argmin([np.sum((x - np.asarray(m)) ** 2, 1) for m in means], axis=0)
+    for k, (w, m, s) in enumerate(zip(weights, means, stds, strict=True)):
+        xs = x[label == k]
+        n = xs.shape[0]
+        assert abs(n / x.shape[0] - w) < 5 * np.sqrt(w * (1 - w) / x.shape[0])
+        assert np.all(np.abs(xs.mean(0) - np.asarray(m)) < 5 * s / np.sqrt(n))
+        assert np.all(np.abs(xs.var(0) / s**2 - 1) < 5 * np.sqrt(2 / n) + bias)
