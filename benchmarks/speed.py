@@ -37,21 +37,18 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import datetime
 import functools
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import jaxlib
 import numpy as np
+from _common import environment
 
 import ersde_jax as ej
 
@@ -183,21 +180,6 @@ def noise_time(config, x_T) -> float:
     """Run time of one standard-normal draw shaped like the batch (the SDE solvers' extra work)."""
     draw = jax.jit(lambda key: jax.random.normal(key, x_T.shape, x_T.dtype))
     return best_time(draw, jax.random.key(1), repeats=config["model_repeats"])
-
-
-def environment() -> dict:
-    """Device, library versions, date and usable CPU count of this run."""
-    device = jax.devices()[0]
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return dict(
-        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        device=dict(platform=device.platform, kind=device.device_kind),
-        cpu_count=cpus,
-        versions=dict(
-            python=platform.python_version(), jax=jax.__version__, jaxlib=jaxlib.__version__,
-            flax=flax.__version__, numpy=np.__version__,
-        ),
-    )
 
 
 def run(quick: bool) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["sliced_wasserstein"]
+__all__ = ["sliced_wasserstein", "psnr", "ssim"]
 
 
 def sliced_wasserstein(key, x, y, num_projections: int = 128):
@@ -26,3 +26,42 @@ def sliced_wasserstein(key, x, y, num_projections: int = 128):
     directions = directions / jnp.linalg.norm(directions, axis=0)
     px, py = jnp.sort(x @ directions, axis=0), jnp.sort(y @ directions, axis=0)
     return jnp.mean(jnp.abs(px - py))
+
+
+def psnr(x, y, data_range: float = 2.0):
+    """Peak signal-to-noise ratio in dB per image (batch axis first).
+
+    Args:
+        x, y: images, batch axis first.
+        data_range: width of the pixel range (2 for [-1, 1]).
+    """
+    mse = jnp.mean((jnp.asarray(x) - jnp.asarray(y)) ** 2, axis=tuple(range(1, jnp.ndim(x))))
+    return 10.0 * jnp.log10(data_range**2 / mse)
+
+
+def ssim(x, y, data_range: float = 2.0, window: int = 3):
+    """Structural similarity per image (Wang et al. 2004).
+
+    Uses a uniform ``window`` x ``window`` window (small images: 8x8 digits), averaged over valid
+    positions and channels.
+
+    Args:
+        x, y: (N, H, W, C) images.
+        data_range: width of the pixel range (2 for [-1, 1]).
+        window: side of the averaging window.
+    """
+    x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
+    if x.ndim != 4 or x.shape != y.shape:
+        raise ValueError(f"ssim needs two (N, H, W, C) arrays of one shape, got {x.shape}, "
+                         f"{y.shape}.")
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+
+    def mean_filter(a):
+        return jax.lax.reduce_window(a, 0.0, jax.lax.add, (1, window, window, 1), (1, 1, 1, 1),
+                                     "VALID") / window**2
+
+    mx, my = mean_filter(x), mean_filter(y)
+    vx, vy = mean_filter(x * x) - mx**2, mean_filter(y * y) - my**2
+    cov = mean_filter(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return jnp.mean(s, axis=(1, 2, 3))
