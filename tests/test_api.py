@@ -195,3 +195,17 @@ def test_nan_from_the_network_is_reported():
     model = ej.Model(apply_fn, base.params, path=base.path, prediction="x0")
     res = ej.sample(jax.random.key(0), model, x_T, ej.er_sde(3), steps=10)
     assert not bool(res.finite) and bool(jnp.all(jnp.isnan(res.x)))
+
+
+def test_every_public_name_is_documented():
+    import inspect
+
+    for name in ej.__all__:
+        obj = getattr(ej, name)
+        if inspect.ismodule(obj) or inspect.isclass(obj) or inspect.isfunction(obj):
+            assert (obj.__doc__ or "").strip(), f"ej.{name} has no docstring"
+            if inspect.ismodule(obj):
+                for sub in getattr(obj, "__all__", ()):
+                    member = getattr(obj, sub)
+                    if inspect.isclass(member) or inspect.isfunction(member):
+                        assert (member.__doc__ or "").strip(), f"ej.{name}.{sub} has no docstring"
