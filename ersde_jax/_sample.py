@@ -13,6 +13,7 @@ import numpy as np
 from ._concrete import eval_f64, is_concrete
 from ._model import Model
 from ._prediction import Denoised
+from ._progress import report_step
 from ._solvers.base import StepCoefficients
 from ._timesteps import check_steps, check_timesteps, grid_is_valid, karras
 
@@ -98,6 +99,7 @@ def sample(
     cond=None,
     save_fn: Callable[[StepInfo], Any] | None = None,
     denoised_fn: Callable | None = None,
+    progress: bool = False,
 ) -> SampleResult:
     """Runs ``solver`` from ``x_T`` along a time grid, as one ``lax.scan``.
 
@@ -117,6 +119,8 @@ def sample(
         denoised_fn: optional transform of the data prediction ``x0_hat`` (shaped like ``x_T``)
             applied before the solver uses it, e.g. :func:`ersde_jax.guidance.dynamic_thresholding`;
             a noise-prediction solver then uses the noise implied by the transformed ``x0_hat``.
+        progress: show a tqdm progress bar, updated from inside the compiled scan through
+            ``jax.debug.callback`` (off by default: a host callback per step).
 
     Returns:
         A :class:`SampleResult` with the sample in ``x_T``'s dtype.
@@ -144,19 +148,22 @@ def sample(
         key = None
     return _run(key, model, x_T, solver, jnp.asarray(timesteps, jnp.result_type(float)), mu, cond,
                 save_fn=save_fn, denoised_fn=denoised_fn, traced_grid=traced_grid,
-                per_sample=per_sample)
+                per_sample=per_sample, progress=progress)
 
 
 @functools.partial(
-    jax.jit, static_argnames=("save_fn", "denoised_fn", "traced_grid", "per_sample")
+    jax.jit,
+    static_argnames=("save_fn", "denoised_fn", "traced_grid", "per_sample", "progress"),
 )
-def _run(key, model, x_T, solver, t, mu, cond, *, save_fn, denoised_fn, traced_grid, per_sample):
+def _run(key, model, x_T, solver, t, mu, cond, *, save_fn, denoised_fn, traced_grid, per_sample,
+         progress):
     """The compiled sampler: coefficients for the whole grid, then one ``lax.scan``."""
     dtype = mu.dtype
     alpha, sigma = model.path.alpha(t), model.path.sigma(t)  # float64 when x64 is on
     coefs = jax.tree_util.tree_map(lambda c: c.astype(dtype), solver.coefficients(alpha, sigma))
     alpha, sigma = alpha.astype(dtype), sigma.astype(dtype)
     n_hist = solver.history_length
+    steps = t.shape[0] - 1
 
     def step_fn(carry, inputs):
         y, history = carry
@@ -171,6 +178,8 @@ def _run(key, model, x_T, solver, t, mu, cond, *, save_fn, denoised_fn, traced_g
             y_next = y_next + c.outputs[j + 1] * q_old
         if solver.stochastic:
             y_next = y_next + c.noise * _normal(key, i, y.shape, dtype, per_sample)
+        if progress:
+            report_step(i, steps)
         saved = None
         if save_fn is not None:
             saved = save_fn(StepInfo(i, t_i, y + mu, denoised.x0 + mu, y_next + mu))
@@ -178,7 +187,6 @@ def _run(key, model, x_T, solver, t, mu, cond, *, save_fn, denoised_fn, traced_g
 
     y0 = x_T.astype(dtype) - mu
     history = tuple(jnp.zeros_like(y0) for _ in range(n_hist))
-    steps = t.shape[0] - 1
     xs = (jnp.arange(steps), t[:-1], alpha[:-1], sigma[:-1], StepCoefficients(*coefs))
     (y, _), saved = jax.lax.scan(step_fn, (y0, history), xs)
     x = (y + mu).astype(x_T.dtype)

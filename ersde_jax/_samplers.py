@@ -43,6 +43,7 @@ def ersde_sample(
     noise_scale_params=None,
     mu=None,
     cond=None,
+    progress: bool = False,
 ):
     """Samples with an ER-SDE-Solver (Cui et al., section 4, eqs. for orders 1-3).
 
@@ -66,6 +67,7 @@ def ersde_sample(
         noise_scale_params: parameters of a callable ``phi(rho, params)``.
         mu: mean of a mean-reverting path (the solver then acts on ``x - mu``); default 0.
         cond: conditioning passed to ``apply_fn`` (defaults to ``mu`` when given).
+        progress: show a progress bar from inside the compiled sampler.
 
     Returns:
         The samples, shaped and typed like ``x_T``.
@@ -77,7 +79,8 @@ def ersde_sample(
         order, noise_scale, eta=eta, s_noise=s_noise, derivative=derivative,
         riemann_points=riemann_points, noise_scale_params=noise_scale_params,
     )
-    return sample(key, model, x_T, solver, steps=steps, timesteps=timesteps, mu=mu, cond=cond).x
+    return sample(key, model, x_T, solver, steps=steps, timesteps=timesteps, mu=mu, cond=cond,
+                  progress=progress).x
 
 
 _SCHEDULES = {
@@ -125,6 +128,7 @@ def mr_sample(
     threshold_max: float = 1.0,
     cond=None,
     third_order: str = "taylor",
+    progress: bool = False,
 ):
     """Samples with the MR Sampler (Li et al., ICLR 2025, sections 3-4).
 
@@ -153,6 +157,7 @@ def mr_sample(
         cond: conditioning passed to ``apply_fn``; defaults to ``mu``.
         third_order: "taylor" (default) or "release" weight of the second difference in the
             third-order ODE solver; the published ("release") weight makes it second order.
+        progress: show a progress bar from inside the compiled sampler.
 
     Returns:
         The restored samples, shaped and typed like ``x_T``. A non-finite network output makes
@@ -176,4 +181,4 @@ def mr_sample(
         denoised_fn = functools.partial(dynamic_thresholding, ratio=threshold_ratio,
                                         max_value=threshold_max)
     return sample(key, model, x_T, mr, steps=steps, timesteps=timesteps, mu=mu, cond=cond,
-                  denoised_fn=denoised_fn).x
+                  denoised_fn=denoised_fn, progress=progress).x

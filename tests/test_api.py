@@ -209,3 +209,17 @@ def test_every_public_name_is_documented():
                     member = getattr(obj, sub)
                     if inspect.isclass(member) or inspect.isfunction(member):
                         assert (member.__doc__ or "").strip(), f"ej.{name}.{sub} has no docstring"
+
+
+def test_progress_bar_from_inside_jit(capsys, monkeypatch):
+    import ersde_jax._progress as progress
+
+    seen = []
+    tick = progress._tick
+    monkeypatch.setattr(progress, "_tick", lambda s, n: (seen.append(int(s)), tick(s, n)))
+    model, x_T = _setup(batch=2)
+    f = jax.jit(lambda k: ej.ersde_sample(k, model, x_T, steps=6, progress=True))
+    x = f(jax.random.key(0))
+    jax.effects_barrier()
+    assert_allclose(x, ej.ersde_sample(jax.random.key(0), model, x_T, steps=6), rtol=1e-6)
+    assert sorted(seen) == list(range(6)) and "sampling" in capsys.readouterr().err
