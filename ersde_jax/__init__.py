@@ -5,7 +5,9 @@ Gaussian path ``x_t = mu + alpha_t (x0 - mu) + sigma_t eps``, compiled as one ``
 """
 
 from . import guidance as guidance
+from . import metrics as metrics
 from . import paths as paths
+from . import pretrained as pretrained
 from . import testing as testing
 from . import timesteps as timesteps
 from ._model import Model as Model
@@ -37,5 +39,6 @@ __all__ = [
     "Model", "NOISE_SCALES", "NoiseScale", "noise_scale", "PREDICTIONS", "SampleResult",
     "StepInfo", "StepCoefficients", "ERSDE", "er_sde", "MR", "mr_ode", "mr_sde", "Euler",
     "euler_maruyama", "euler_ode", "sample", "ersde_sample", "mr_sample", "mr_grid",
-    "TIME_SCHEDULES", "prior_sample", "paths", "timesteps", "testing", "guidance",
+    "TIME_SCHEDULES", "prior_sample", "paths", "timesteps", "testing", "guidance", "metrics",
+    "pretrained",
 ]

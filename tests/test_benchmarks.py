@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("script", ["speed.py"])
+@pytest.mark.parametrize("script", ["speed.py", "mr_restoration.py"])
 def test_benchmark_quick(script, tmp_path):
     out = tmp_path / "result.json"
     proc = subprocess.run(
@@ -20,4 +20,11 @@ def test_benchmark_quick(script, tmp_path):
     record = json.loads(proc.stdout.strip().splitlines()[-1])
     assert json.loads(out.read_text()) == record
     assert record["quick"] and record["versions"]["jax"] and record["date"]
-    assert record["overhead_ratio"] > 0 and record["compile_ratio"] > 0
+    if script == "speed.py":
+        assert record["overhead_ratio"] > 0 and record["compile_ratio"] > 0
+    else:
+        assert out.with_suffix(".png").stat().st_size > 10_000
+        degraded = record["results"][0]
+        assert degraded["solver"] == "degraded_input"
+        best = max(r["psnr"] for r in record["results"])
+        assert best > degraded["psnr"] + 2.0
