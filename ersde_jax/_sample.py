@@ -14,7 +14,6 @@ from ._concrete import eval_f64, is_concrete
 from ._model import Model
 from ._prediction import Denoised
 from ._progress import report_step
-from ._solvers.base import StepCoefficients
 from ._timesteps import check_steps, check_timesteps, grid_is_valid, karras
 
 __all__ = ["sample", "SampleResult", "StepInfo", "DEFAULT_STEPS"]
@@ -187,7 +186,7 @@ def _run(key, model, x_T, solver, t, mu, cond, *, save_fn, denoised_fn, traced_g
 
     y0 = x_T.astype(dtype) - mu
     history = tuple(jnp.zeros_like(y0) for _ in range(n_hist))
-    xs = (jnp.arange(steps), t[:-1], alpha[:-1], sigma[:-1], StepCoefficients(*coefs))
+    xs = (jnp.arange(steps), t[:-1], alpha[:-1], sigma[:-1], coefs)
     (y, _), saved = jax.lax.scan(step_fn, (y0, history), xs)
     x = (y + mu).astype(x_T.dtype)
     if traced_grid:

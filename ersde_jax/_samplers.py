@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 
-import jax.numpy as jnp
 import numpy as np
 
 from ._concrete import is_concrete
@@ -174,8 +173,10 @@ def mr_sample(
         timesteps = mr_grid(model.path, steps, time_schedule, lambda_min)
     if denoise_last:
         timesteps = check_timesteps(model.path, timesteps, steps)
-        timesteps = jnp.asarray(timesteps).at[-1].set(model.path.t_clean) if not is_concrete(
-            timesteps) else np.concatenate([timesteps[:-1], [model.path.t_clean]])
+        if is_concrete(timesteps):
+            timesteps = np.append(timesteps[:-1], model.path.t_clean)
+        else:
+            timesteps = timesteps.at[-1].set(model.path.t_clean)
     denoised_fn = None
     if thresholding:
         denoised_fn = functools.partial(dynamic_thresholding, ratio=threshold_ratio,
