@@ -99,6 +99,7 @@ def sample(
     save_fn: Callable[[StepInfo], Any] | None = None,
     denoised_fn: Callable | None = None,
     progress: bool = False,
+    checkpoint: bool = False,
 ) -> SampleResult:
     """Runs ``solver`` from ``x_T`` along a time grid, as one ``lax.scan``.
 
@@ -120,6 +121,9 @@ def sample(
             a noise-prediction solver then uses the noise implied by the transformed ``x0_hat``.
         progress: show a tqdm progress bar, updated from inside the compiled scan through
             ``jax.debug.callback`` (off by default: a host callback per step).
+        checkpoint: rematerialise every step in the backward pass (``jax.checkpoint``), so the
+            memory of ``jax.grad`` through the sampler does not grow with the network's
+            activations times the step count (only the scan carry is stored per step).
 
     Returns:
         A :class:`SampleResult` with the sample in ``x_T``'s dtype.
@@ -147,15 +151,17 @@ def sample(
         key = None
     return _run(key, model, x_T, solver, jnp.asarray(timesteps, jnp.result_type(float)), mu, cond,
                 save_fn=save_fn, denoised_fn=denoised_fn, traced_grid=traced_grid,
-                per_sample=per_sample, progress=progress)
+                per_sample=per_sample, progress=progress, checkpoint=checkpoint)
 
 
 @functools.partial(
     jax.jit,
-    static_argnames=("save_fn", "denoised_fn", "traced_grid", "per_sample", "progress"),
+    static_argnames=(
+        "save_fn", "denoised_fn", "traced_grid", "per_sample", "progress", "checkpoint"
+    ),
 )
 def _run(key, model, x_T, solver, t, mu, cond, *, save_fn, denoised_fn, traced_grid, per_sample,
-         progress):
+         progress, checkpoint):
     """The compiled sampler: coefficients for the whole grid, then one ``lax.scan``."""
     dtype = mu.dtype
     alpha, sigma = model.path.alpha(t), model.path.sigma(t)  # float64 when x64 is on
@@ -187,7 +193,8 @@ def _run(key, model, x_T, solver, t, mu, cond, *, save_fn, denoised_fn, traced_g
     y0 = x_T.astype(dtype) - mu
     history = tuple(jnp.zeros_like(y0) for _ in range(n_hist))
     xs = (jnp.arange(steps), t[:-1], alpha[:-1], sigma[:-1], coefs)
-    (y, _), saved = jax.lax.scan(step_fn, (y0, history), xs)
+    body = jax.checkpoint(step_fn) if checkpoint else step_fn
+    (y, _), saved = jax.lax.scan(body, (y0, history), xs)
     x = (y + mu).astype(x_T.dtype)
     if traced_grid:
         x = jnp.where(grid_is_valid(t), x, jnp.nan)
