@@ -5,12 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("script", ["speed.py", "mr_restoration.py"])
+@pytest.mark.parametrize("script", ["speed.py", "mr_restoration.py", "convergence.py"])
 def test_benchmark_quick(script, tmp_path):
     out = tmp_path / "result.json"
     proc = subprocess.run(
@@ -22,6 +23,8 @@ def test_benchmark_quick(script, tmp_path):
     assert record["quick"] and record["versions"]["jax"] and record["date"]
     if script == "speed.py":
         assert record["overhead_ratio"] > 0 and record["compile_ratio"] > 0
+    elif script == "convergence.py":
+        assert all(np.isfinite(r["order"]) for r in record["results"])
     else:
         assert out.with_suffix(".png").stat().st_size > 10_000
         degraded = record["results"][0]
