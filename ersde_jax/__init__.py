@@ -24,6 +24,8 @@ from ._samplers import ersde_sample as ersde_sample
 from ._samplers import mr_grid as mr_grid
 from ._samplers import mr_sample as mr_sample
 from ._solvers.base import StepCoefficients as StepCoefficients
+from ._solvers.ddim import DDIM as DDIM
+from ._solvers.ddim import ddim as ddim
 from ._solvers.er_sde import ERSDE as ERSDE
 from ._solvers.er_sde import er_sde as er_sde
 from ._solvers.euler import Euler as Euler
@@ -38,6 +40,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Model", "NOISE_SCALES", "NoiseScale", "noise_scale", "PREDICTIONS", "SampleResult",
     "StepInfo", "StepCoefficients", "ERSDE", "er_sde", "MR", "mr_ode", "mr_sde", "Euler",
+    "DDIM", "ddim",
     "euler_maruyama", "euler_ode", "sample", "ersde_sample", "mr_sample", "mr_grid",
     "TIME_SCHEDULES", "prior_sample", "paths", "timesteps", "testing", "guidance", "metrics",
     "pretrained",
