@@ -69,6 +69,16 @@ class GaussianPath:
         return float(eval_f64(self.sigma, self.t_max))
 
 
+def _index_table(values: tuple[float, ...], like):
+    """``(index, table)`` of a per-index schedule, extended by 0 at the clean index -1."""
+    table = jnp.asarray((0.0, *values), dtype=jnp.result_type(like, float))
+    return jnp.arange(-1, len(values), dtype=table.dtype), table
+
+
+def _index_domain(t, values: tuple[float, ...]) -> np.ndarray:
+    return np.isfinite(t) & (t >= -1) & (t <= len(values) - 1)
+
+
 def _validate_range(name, lo, hi, lo_bound=-math.inf, hi_bound=math.inf):
     if not (math.isfinite(lo) and math.isfinite(hi) and lo_bound <= lo < hi <= hi_bound):
         raise ValueError(
@@ -209,21 +219,16 @@ class VPDiscrete(_VP):
     def __post_init__(self):
         object.__setattr__(self, "t_clean", -1.0)
 
-    def _tables(self, like):
-        table = jnp.asarray((0.0, *self.log_abar_table), dtype=jnp.result_type(like, float))
-        index = jnp.arange(-1, len(self.log_abar_table), dtype=table.dtype)
-        return index, table
-
     def log_abar(self, t):
-        index, table = self._tables(t)
+        index, table = _index_table(self.log_abar_table, t)
         return jnp.interp(t, index, table)
 
     def t_from_log_abar(self, log_abar):
-        index, table = self._tables(log_abar)
+        index, table = _index_table(self.log_abar_table, log_abar)
         return jnp.interp(log_abar, table[::-1], index[::-1])
 
     def in_domain(self, t):
-        return np.isfinite(t) & (t >= -1) & (t <= len(self.log_abar_table) - 1)
+        return _index_domain(t, self.log_abar_table)
 
 
 def vp_discrete(betas=None) -> VPDiscrete:
@@ -287,14 +292,9 @@ class IRSDE(GaussianPath):
         object.__setattr__(self, "t_clean", -1.0)
         object.__setattr__(self, "v_scale", self.max_sigma)
 
-    def _tables(self, like):
-        table = jnp.asarray((0.0, *self.thetabar_table), dtype=jnp.result_type(like, float))
-        index = jnp.arange(-1, len(self.thetabar_table), dtype=table.dtype)
-        return index, table
-
     def thetabar(self, t):
         """Cumulative mean-reversion ``thetabar(t)``."""
-        index, table = self._tables(t)
+        index, table = _index_table(self.thetabar_table, t)
         return jnp.interp(t, index, table)
 
     def alpha(self, t):
@@ -310,11 +310,11 @@ class IRSDE(GaussianPath):
     def t_from_lambda(self, lam):
         # exp(-2 thetabar) = sigmoid(2 (lam + log max_sigma)).
         tb = 0.5 * jnp.logaddexp(0.0, -2.0 * (lam + jnp.log(self.max_sigma)))
-        index, table = self._tables(lam)
+        index, table = _index_table(self.thetabar_table, lam)
         return jnp.interp(tb, table, index)
 
     def in_domain(self, t):
-        return np.isfinite(t) & (t >= -1) & (t <= len(self.thetabar_table) - 1)
+        return _index_domain(t, self.thetabar_table)
 
     def prior_std(self) -> float:
         return self.max_sigma

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-__all__ = ["StepCoefficients", "divided_difference_weights"]
+__all__ = ["StepCoefficients", "current_only", "divided_difference_weights"]
 
 
 class StepCoefficients(NamedTuple):
@@ -26,6 +26,11 @@ class StepCoefficients(NamedTuple):
     x: jnp.ndarray  # (steps,) multiplies the centred state y_s
     outputs: jnp.ndarray  # (steps, 3) multiply the predictions q at s, s-1, s-2
     noise: jnp.ndarray  # (steps,) standard deviation of the injected Gaussian noise
+
+
+def current_only(weight):
+    """Output weights (steps, 3) that use only the current prediction ``q_s``, with ``weight``."""
+    return jnp.stack([weight, jnp.zeros_like(weight), jnp.zeros_like(weight)], axis=-1)
 
 
 def divided_difference_weights(u_s, u_1, u_2):

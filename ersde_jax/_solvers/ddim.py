@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .base import StepCoefficients
+from .base import StepCoefficients, current_only
 
 __all__ = ["DDIM", "ddim"]
 
@@ -37,8 +37,7 @@ class DDIM:
         ratio = (a_s * s_t) / (a_t * s_s)  # <= 1 on a decreasing grid
         c = self.eta * s_t * jnp.sqrt(jnp.clip(1.0 - ratio**2, 0.0, None))
         keep = jnp.sqrt(jnp.clip(s_t**2 - c**2, 0.0, None)) / s_s  # multiplies eps_hat
-        e0 = jnp.zeros((a_s.shape[0], 3), alpha.dtype).at[:, 0].set(1.0)
-        return StepCoefficients(x=keep, outputs=(a_t - keep * a_s)[:, None] * e0, noise=c)
+        return StepCoefficients(x=keep, outputs=current_only(a_t - keep * a_s), noise=c)
 
 
 def ddim(eta=0.0) -> DDIM:

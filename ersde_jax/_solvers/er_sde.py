@@ -23,7 +23,7 @@ from .._concrete import is_concrete
 from .._integrals import integrals
 from .._noise_scale import NoiseScale, check_noise_scale
 from .._noise_scale import noise_scale as make_noise_scale
-from .base import StepCoefficients, divided_difference_weights
+from .base import StepCoefficients, current_only, divided_difference_weights
 
 __all__ = ["ERSDE", "er_sde", "DERIVATIVES"]
 
@@ -121,15 +121,14 @@ class ERSDE:
 
         index = jnp.arange(steps)
         order = jnp.where(clean, 1, jnp.minimum(self.order, index + 1))
-        e0 = jnp.zeros((steps, 3), alpha.dtype).at[:, 0].set(1.0)
         outputs = (
-            c_0[:, None] * e0
+            current_only(c_0)
             + jnp.where((order == 2)[:, None], c_1[:, None] * d1, 0.0)
             + jnp.where((order == 3)[:, None], c_1[:, None] * d1_order3 + c_2[:, None] * d2, 0.0)
         )
         return StepCoefficients(
             x=jnp.where(clean, 0.0, c_x),
-            outputs=jnp.where(clean[:, None], a_t[:, None] * e0, outputs),
+            outputs=jnp.where(clean[:, None], current_only(a_t), outputs),
             noise=jnp.where(clean, 0.0, noise),
         )
 

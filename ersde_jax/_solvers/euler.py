@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .base import StepCoefficients
+from .base import StepCoefficients, current_only
 
 __all__ = ["Euler", "euler_maruyama", "euler_ode"]
 
@@ -54,10 +54,9 @@ class Euler:
         g2dt = 2.0 * s_s**2 / -jnp.expm1(2.0 * jnp.log(a_s)) * d  # 2 sigma_inf^2 d
         drift = g2dt / s_s if self.sde else 0.5 * g2dt / s_s
         noise = self.s_noise * jnp.sqrt(g2dt) if self.sde else jnp.zeros_like(d)
-        e0 = jnp.zeros((a_s.shape[0], 3), alpha.dtype).at[:, 0].set(1.0)
         return StepCoefficients(
             x=jnp.where(clean, a_t / a_s, 1.0 + d),
-            outputs=jnp.where(clean, -a_t * s_s / a_s, -drift)[:, None] * e0,
+            outputs=current_only(jnp.where(clean, -a_t * s_s / a_s, -drift)),
             noise=jnp.where(clean, 0.0, noise),
         )
 

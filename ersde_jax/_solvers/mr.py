@@ -21,7 +21,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .base import StepCoefficients, divided_difference_weights
+from .base import StepCoefficients, current_only, divided_difference_weights
 
 __all__ = ["MR", "mr_ode", "mr_sde", "PARAMETERIZATIONS", "THIRD_ORDER_RULES"]
 
@@ -96,7 +96,6 @@ class MR:
         r0 = (lam_s - lam_hist[1:-1]) / h
         d1_3 = d1_0 + r0[:, None] * d2  # D1 = D1_0 + r0 D2
 
-        e0 = jnp.zeros((steps, 3), alpha.dtype).at[:, 0].set(1.0)
         noise = jnp.zeros_like(h)
         if self.parameterization == "data":
             if self.sde:
@@ -126,7 +125,7 @@ class MR:
         if steps < self.lower_order_below:
             order = jnp.minimum(order, steps - index)
         order = jnp.where(clean, 1, order)
-        outputs = first[:, None] * e0
+        outputs = current_only(first)
         if self.order >= 2:
             d1_used = jnp.where((order == 3)[:, None], d1_3, d1_0)
             outputs = outputs + jnp.where((order >= 2)[:, None], second[:, None] * d1_used, 0.0)
@@ -141,7 +140,7 @@ class MR:
             den_x, den_out = a_t / a_s, -a_t * s_s / a_s
         return StepCoefficients(
             x=jnp.where(clean, den_x, c_x),
-            outputs=jnp.where(clean[:, None], den_out[:, None] * e0, outputs),
+            outputs=jnp.where(clean[:, None], current_only(den_out), outputs),
             noise=jnp.where(clean, 0.0, self.s_noise * noise),
         )
 
