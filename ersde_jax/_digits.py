@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["N_TRAIN", "N_TEST", "load_clean", "degrade", "load_split"]
+__all__ = ["N_TRAIN", "N_TEST", "load_clean", "load_labels", "degrade", "load_split"]
 
 N_TRAIN = 1500
 N_TEST = 297
@@ -20,6 +20,16 @@ PERMUTATION_SEED = 0
 NOISE_SEED = 2024
 NOISE_STD = 0.1
 POOL = 2
+
+
+def _load_digits():
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "The digits data needs scikit-learn: pip install 'ersde_jax[demo]'."
+        ) from err
+    return load_digits()
 
 
 def load_clean() -> tuple[np.ndarray, np.ndarray]:
@@ -32,15 +42,15 @@ def load_clean() -> tuple[np.ndarray, np.ndarray]:
     Raises:
         ImportError: if scikit-learn is not installed.
     """
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "The digits data needs scikit-learn: pip install 'ersde_jax[demo]'."
-        ) from err
-    images = load_digits().images.astype(np.float32) / 8.0 - 1.0
+    images = _load_digits().images.astype(np.float32) / 8.0 - 1.0
     index = np.random.default_rng(PERMUTATION_SEED).permutation(images.shape[0])
     return images[index, :, :, None], index
+
+
+def load_labels() -> np.ndarray:
+    """The class labels (0-9) of :func:`load_clean`'s images, in the same order."""
+    _, index = load_clean()
+    return _load_digits().target[index].astype(np.int32)
 
 
 def degrade(clean, index, *, seed: int = NOISE_SEED, noise_std: float = NOISE_STD) -> np.ndarray:

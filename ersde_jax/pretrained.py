@@ -1,5 +1,19 @@
 """Pretrained models shipped with the package.
 
+``digits_model`` is a small class-conditional UNet on the EDM path (Karras et al. 2022) trained
+on the 1797 8x8 scikit-learn digits by ``scripts/train_digits.py``; label ``DIGITS_NULL_LABEL``
+(10) gives the unconditional model, for classifier-free guidance. ``digits_classifier`` is a
+noise-aware classifier of the same digits (``scripts/train_digits_classifier.py``): its clean
+penultimate features define ``ej.metrics.digits_fd``, and its ``log p(y | x_t)`` drives
+classifier guidance.
+
+Example:
+    >>> model = ej.pretrained.digits_model()
+    >>> labels = jnp.arange(100) % 10
+    >>> x_T = ej.prior_sample(key, model.path, (100, 8, 8, 1))
+    >>> images = jax.jit(ej.ersde_sample)(key, model, x_T, cond=labels)
+    >>> ej.metrics.digits_fd(images), ej.metrics.digits_fd_floor()
+
 ``restoration_digits`` is a small conditional IR-SDE model (Luo et al. 2023) that restores the
 8x8 scikit-learn digits from a 2x2-average-pooled, noisy version; it predicts the noise of
 ``ej.paths.ir_sde(max_sigma=0.5, T=100, schedule="cosine")`` and was trained by
@@ -18,15 +32,26 @@ from __future__ import annotations
 import functools
 import json
 from importlib import resources
+from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from . import paths
-from ._digits import load_split
+from ._classifier import classifier_features, classifier_logits
+from ._digits import load_clean, load_labels, load_split
+from ._layers import unflatten_params
 from ._model import Model
-from ._networks import restoration_net, unflatten_params
+from ._networks import restoration_net
+from ._unet import NULL_LABEL, edm_denoiser
 
-__all__ = ["restoration_digits", "restoration_digits_config", "restoration_digits_data"]
+__all__ = [
+    "DIGITS_NULL_LABEL", "DigitsClassifier", "digits_model", "digits_classifier", "digits_config",
+    "digits_data", "restoration_digits", "restoration_digits_config", "restoration_digits_data",
+]
+
+DIGITS_NULL_LABEL = NULL_LABEL
 
 _WEIGHTS = "restoration_digits.npz"
 _CONFIG = "restoration_digits.json"
@@ -36,9 +61,99 @@ def _weights_dir():
     return resources.files(__package__).joinpath("weights")
 
 
+def _config(name: str) -> dict:
+    return json.loads(_weights_dir().joinpath(name).read_text())
+
+
+def _params(name: str) -> dict:
+    with _weights_dir().joinpath(name).open("rb") as f, np.load(f) as flat:
+        return unflatten_params({key: flat[key] for key in flat.files})
+
+
 def restoration_digits_config() -> dict:
     """The training configuration stored with the weights (path, network size, final loss)."""
-    return json.loads(_weights_dir().joinpath(_CONFIG).read_text())
+    return _config(_CONFIG)
+
+
+def digits_config() -> dict:
+    """The training configurations of the digits model and classifier (keys "model" and
+    "classifier"), with their final losses, sizes, training times and test accuracies."""
+    return {"model": _config("digits_unet.json"), "classifier": _config("digits_classifier.json")}
+
+
+@functools.cache
+def _digits_apply_fn(sigma_data: float):
+    def apply_fn(params, x, t, cond):
+        labels = NULL_LABEL if cond is None else cond
+        labels = jnp.broadcast_to(jnp.asarray(labels, jnp.int32), x.shape[:1])
+        return edm_denoiser(params, x, t, labels, sigma_data)
+
+    return apply_fn
+
+
+def digits_model() -> Model:
+    """Loads the class-conditional digits model.
+
+    Returns:
+        An :class:`~ersde_jax.Model` with ``prediction="x0"`` on ``ej.paths.edm()`` for images
+        shaped (N, 8, 8, 1) in [-1, 1]. ``cond`` is an int label per image (0-9), or
+        ``DIGITS_NULL_LABEL`` (also the default, ``cond=None``) for the unconditional model.
+    """
+    config = _config("digits_unet.json")
+    path = paths.edm(config["sigma_min"], config["sigma_max"])
+    return Model(_digits_apply_fn(config["sigma_data"]), _params("digits_unet.npz"), path=path,
+                 prediction="x0")
+
+
+class DigitsClassifier(NamedTuple):
+    """The noise-aware digits classifier: parameters and the functions that use them.
+
+    ``x`` are images ``x0 + sigma eps`` shaped (N, 8, 8, 1); ``sigma`` is the EDM noise level
+    (0 for clean images).
+    """
+
+    params: dict
+    sigma_data: float
+
+    def logits(self, x, sigma=0.0):
+        """Class logits, shape (N, 10)."""
+        return classifier_logits(self.params, x, sigma, self.sigma_data)
+
+    def log_prob(self, x, sigma, labels):
+        """``log p(labels | x)`` per image, shape (N,)."""
+        log_p = jax.nn.log_softmax(self.logits(x, sigma))
+        labels = jnp.broadcast_to(jnp.asarray(labels, jnp.int32), x.shape[:1])
+        return jnp.take_along_axis(log_p, labels[:, None], axis=1)[:, 0]
+
+    def features(self, x):
+        """Penultimate features of clean images, shape (N, 64): the digits FD's space."""
+        return classifier_features(self.params, x, 0.0, self.sigma_data)
+
+    @staticmethod
+    def log_prob_fn(classifier, x, t, cond):
+        """``log_prob_fn`` for :func:`ersde_jax.guidance.classifier_guidance` on the EDM path,
+        with the classifier itself as ``classifier_params``."""
+        return classifier.log_prob(x, t, cond)
+
+
+def digits_classifier() -> DigitsClassifier:
+    """Loads the noise-aware digits classifier.
+
+    Example:
+        >>> clf = ej.pretrained.digits_classifier()
+        >>> guided = ej.guidance.classifier_guidance(model, clf.log_prob_fn, clf, scale=2.0)
+    """
+    config = _config("digits_classifier.json")
+    return DigitsClassifier(_params("digits_classifier.npz"), config["sigma_data"])
+
+
+def digits_data() -> tuple[np.ndarray, np.ndarray]:
+    """All 1797 digits, in the package's fixed shuffled order (needs scikit-learn).
+
+    Returns:
+        ``(images, labels)``: float32 (1797, 8, 8, 1) in [-1, 1] and int32 labels (1797,).
+    """
+    return load_clean()[0], load_labels()
 
 
 @functools.cache
