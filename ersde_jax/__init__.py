@@ -19,6 +19,7 @@ from ._prediction import PREDICTION_NAMES as PREDICTIONS
 from ._sample import SampleResult as SampleResult
 from ._sample import StepInfo as StepInfo
 from ._sample import sample as sample
+from ._sample import transition_log_prob as transition_log_prob
 from ._samplers import TIME_SCHEDULES as TIME_SCHEDULES
 from ._samplers import ersde_sample as ersde_sample
 from ._samplers import mr_grid as mr_grid
@@ -26,6 +27,9 @@ from ._samplers import mr_sample as mr_sample
 from ._solvers.base import StepCoefficients as StepCoefficients
 from ._solvers.ddim import DDIM as DDIM
 from ._solvers.ddim import ddim as ddim
+from ._solvers.edm import EDM as EDM
+from ._solvers.edm import edm_heun as edm_heun
+from ._solvers.edm import edm_stochastic as edm_stochastic
 from ._solvers.er_sde import ERSDE as ERSDE
 from ._solvers.er_sde import er_sde as er_sde
 from ._solvers.euler import Euler as Euler
@@ -40,8 +44,9 @@ __version__ = "0.1.0"
 __all__ = [
     "Model", "NOISE_SCALES", "NoiseScale", "noise_scale", "PREDICTIONS", "SampleResult",
     "StepInfo", "StepCoefficients", "ERSDE", "er_sde", "MR", "mr_ode", "mr_sde", "Euler",
-    "DDIM", "ddim",
-    "euler_maruyama", "euler_ode", "sample", "ersde_sample", "mr_sample", "mr_grid",
+    "DDIM", "ddim", "EDM", "edm_heun", "edm_stochastic",
+    "euler_maruyama", "euler_ode", "sample", "transition_log_prob", "ersde_sample", "mr_sample",
+    "mr_grid",
     "TIME_SCHEDULES", "prior_sample", "paths", "timesteps", "testing", "guidance", "metrics",
     "pretrained",
 ]

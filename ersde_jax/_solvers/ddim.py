@@ -15,14 +15,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .base import StepCoefficients, current_only
+from .base import LinearMultistep, StepCoefficients, current_only
 
 __all__ = ["DDIM", "ddim"]
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class DDIM:
+class DDIM(LinearMultistep):
     """DDIM with stochasticity ``eta`` (a pytree leaf, differentiable)."""
 
     eta: Any = 0.0

@@ -23,7 +23,13 @@ from .._concrete import is_concrete
 from .._integrals import integrals
 from .._noise_scale import NoiseScale, check_noise_scale
 from .._noise_scale import noise_scale as make_noise_scale
-from .base import StepCoefficients, current_only, divided_difference_weights
+from .base import (
+    LinearMultistep,
+    StepCoefficients,
+    current_only,
+    divided_difference_weights,
+    safe_sqrt,
+)
 
 __all__ = ["ERSDE", "er_sde", "DERIVATIVES"]
 
@@ -35,14 +41,9 @@ def _equals(value, target) -> bool:
     return is_concrete(value) and bool(np.all(np.asarray(value) == target))
 
 
-def _safe_sqrt(v):
-    positive = v > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, v, 1.0)), 0.0)
-
-
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class ERSDE:
+class ERSDE(LinearMultistep):
     """ER-SDE-Solver of order 1-3 for any Gaussian path and noise-scale function.
 
     Build it with :func:`er_sde`. ``noise_scale`` parameters, ``eta`` and ``s_noise`` are pytree
@@ -97,7 +98,7 @@ class ERSDE:
         log_r = jnp.log(rho_t) - jnp.log(rho_s) + lg_t - lg_s  # log(phi_t / phi_s)
         c_x = sigma_t / sigma_s * jnp.exp(lg_t - lg_s)  # = (alpha_t/alpha_s) r
         c_0 = -a_t * jnp.expm1(log_r)  # alpha_t (1 - r)
-        noise = self.s_noise * sigma_t * _safe_sqrt(-jnp.expm1(2.0 * (lg_t - lg_s)))
+        noise = self.s_noise * sigma_t * safe_sqrt(-jnp.expm1(2.0 * (lg_t - lg_s)))
 
         i1, i2 = integrals(
             rho_s, rho_t, log_g, closed_form=closed, riemann_points=self.riemann_points,

@@ -18,14 +18,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .base import StepCoefficients, current_only
+from .base import LinearMultistep, StepCoefficients, current_only
 
 __all__ = ["Euler", "euler_maruyama", "euler_ode"]
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class Euler:
+class Euler(LinearMultistep):
     """Euler(-Maruyama) on the reverse SDE or the PF-ODE of a VP-like path (noise prediction)."""
 
     s_noise: Any = 1.0

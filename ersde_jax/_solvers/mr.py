@@ -21,7 +21,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .base import StepCoefficients, current_only, divided_difference_weights
+from .base import LinearMultistep, StepCoefficients, current_only, divided_difference_weights
 
 __all__ = ["MR", "mr_ode", "mr_sde", "PARAMETERIZATIONS", "THIRD_ORDER_RULES"]
 
@@ -48,7 +48,7 @@ def _phis(h, sign):
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class MR:
+class MR(LinearMultistep):
     """An MR Sampler solver; build it with :func:`mr_ode` or :func:`mr_sde`."""
 
     s_noise: Any = 1.0
