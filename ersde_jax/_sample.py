@@ -294,7 +294,8 @@ def _run(key, model, x_T, solver, t, mu, cond, *, save_fn, denoised_fn, traced_g
                 z = _normal(key, i, y.shape, dtype, per_sample)
             lp = None
             if log_prob:
-                y, state = jax.lax.stop_gradient((y, state))
+                # States are data; past predictions keep their dependence on the params.
+                y = jax.lax.stop_gradient(y)
                 mean, std, state, out = solver_.transition(denoise, y, state, row)
                 y_next = mean + std * z
                 lp = _log_density(jax.lax.stop_gradient(y_next), mean, std)
