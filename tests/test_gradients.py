@@ -19,10 +19,10 @@ def _problem():
     return path, mixture, x_T, grid
 
 
-def _loss(mixture, x_T, grid, *, scale, checkpoint=False):
+def _loss(mixture, x_T, grid, *, solver, checkpoint=False):
     path = ej.paths.edm()
     model = ej.testing.mixture_model(mixture, path)
-    x = ej.sample(jax.random.key(1), model, x_T, ej.er_sde(3, scale), timesteps=grid,
+    x = ej.sample(jax.random.key(1), model, x_T, solver, timesteps=grid,
                   checkpoint=checkpoint).x
     return jnp.sum(jnp.sin(x))
 
@@ -31,11 +31,12 @@ def _central(f, x, direction, eps=1e-6):
     return (f(x + eps * direction) - f(x - eps * direction)) / (2 * eps)
 
 
-@pytest.mark.parametrize("scale", ["ode", "er_sde_5"])
-def test_gradients_match_finite_differences(scale):
+@pytest.mark.parametrize("solver", [ej.er_sde(3, "ode"), ej.er_sde(3, "er_sde_5"), ej.edm_heun(),
+                                    ej.edm_stochastic(20.0, 0.01, 60.0)])
+def test_gradients_match_finite_differences(solver):
     with x64():
         _, mixture, x_T, grid = _problem()
-        loss = lambda m, x, g: _loss(m, x, g, scale=scale)  # noqa: E731
+        loss = lambda m, x, g: _loss(m, x, g, solver=solver)  # noqa: E731
         g_m, g_x, g_grid = jax.grad(loss, argnums=(0, 1, 2))(mixture, x_T, grid)
         d_x = jax.random.normal(jax.random.key(2), x_T.shape, jnp.float64)
         assert_allclose(jnp.vdot(g_x, d_x), _central(lambda x: loss(mixture, x, grid), x_T, d_x),
@@ -53,8 +54,9 @@ def test_gradients_match_finite_differences(scale):
 def test_checkpointed_gradients_equal_plain_ones():
     with x64():
         _, mixture, x_T, grid = _problem()
-        plain = jax.grad(lambda x: _loss(mixture, x, grid, scale="er_sde_5"))(x_T)
-        remat = jax.grad(lambda x: _loss(mixture, x, grid, scale="er_sde_5",
-                                          checkpoint=True))(x_T)
-        assert_allclose(remat, plain, rtol=1e-12)
-        assert np.all(np.isfinite(np.asarray(plain)))
+        for solver in (ej.er_sde(3, "er_sde_5"), ej.edm_stochastic(20.0, 0.01, 60.0)):
+            plain = jax.grad(lambda x, s=solver: _loss(mixture, x, grid, solver=s))(x_T)
+            remat = jax.grad(lambda x, s=solver: _loss(mixture, x, grid, solver=s,
+                                                        checkpoint=True))(x_T)
+            assert_allclose(remat, plain, rtol=1e-12)
+            assert np.all(np.isfinite(np.asarray(plain)))
