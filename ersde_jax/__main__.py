@@ -10,14 +10,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ersde-jax`` command."""
     parser = argparse.ArgumentParser(prog="ersde-jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="sample the default model and compare solvers")
+    demo = sub.add_parser("demo", help="sample the bundled digits model and compare solvers")
     demo.add_argument("--out", default="demo_out", help="output directory")
-    demo.add_argument("--samples", type=int, default=4000, help="samples per solver")
     demo.add_argument("--quick", action="store_true", help="a reduced run (for tests)")
     args = parser.parse_args(argv)
     from ._demo import run_demo
 
-    run_demo(args.out, samples=args.samples, quick=args.quick)
+    run_demo(args.out, quick=args.quick)
     return 0
 
 

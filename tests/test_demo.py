@@ -15,6 +15,7 @@ def test_demo_quick(tmp_path):
     png = out / "samples.png"
     assert summary["png"] == str(png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
-    assert 0 < summary["swd_floor"] < summary["swd"] < 1.0
+    assert 0 < summary["fd_floor"] < summary["fd"] and summary["seconds"] > 0
+    assert summary["nfe"] == 20 and summary["solver"] == "er-sde-3, er_sde_5 (default)"
     results = json.loads((out / "demo.json").read_text())["results"]
     assert {r["solver"] for r in results} >= {"er-sde-3, er_sde_5 (default)"}

@@ -1,0 +1,167 @@
+"""The bundled digits model and classifier: packaging, contract, Fréchet distance, guidance.
+
+Nothing here trains; the weights come from ``scripts/train_digits.py`` and
+``scripts/train_digits_classifier.py``.
+"""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import assert_tree_all_finite
+
+import ersde_jax as ej
+
+pytest.importorskip("sklearn")
+
+ROOT = Path(__file__).resolve().parents[1]
+N_FD = ej.metrics.DIGITS_FD_SAMPLES
+
+
+@pytest.fixture(scope="module")
+def model():
+    return ej.pretrained.digits_model()
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return ej.pretrained.digits_classifier()
+
+
+@pytest.fixture(scope="module")
+def default_samples(model):
+    """The default sampler (ER-SDE-Solver-3, er_sde_5, 20 NFE) on balanced labels."""
+    labels = jnp.arange(N_FD) % 10
+    k_noise, k_sample = jax.random.split(jax.random.key(1))
+    x_T = ej.prior_sample(k_noise, model.path, (N_FD, 8, 8, 1))
+    return jax.jit(ej.ersde_sample)(k_sample, model, x_T, cond=labels), labels
+
+
+def test_weights_load_from_a_built_installed_package(tmp_path):
+    """Installs the package (not editable) into a folder and loads the digits model from it,
+    outside the source tree: the weights must be package data of the distribution."""
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+         str(ROOT)],
+        check=True, capture_output=True, timeout=600,
+    )
+    script = textwrap.dedent("""
+        import json
+        import jax, jax.numpy as jnp, ersde_jax as ej
+        model, clf = ej.pretrained.digits_model(), ej.pretrained.digits_classifier()
+        x_T = ej.prior_sample(jax.random.key(0), model.path, (10, 8, 8, 1))
+        x = ej.ersde_sample(jax.random.key(1), model, x_T, steps=5, cond=jnp.arange(10))
+        print(json.dumps(dict(file=ej.__file__, finite=bool(jnp.isfinite(x).all()),
+                              logits=list(clf.logits(x).shape))))
+    """)
+    env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True,
+                          capture_output=True, text=True, timeout=600)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert Path(result["file"]).resolve().is_relative_to(target.resolve())
+    assert result["finite"] and result["logits"] == [10, 10]
+
+
+def test_model_contract(model):
+    config = ej.pretrained.digits_config()
+    assert isinstance(model, ej.Model) and model.prediction == "x0"
+    assert isinstance(model.path, ej.paths.EDM)
+    leaves = jax.tree_util.tree_leaves(model.params)
+    assert_tree_all_finite(model.params)
+    assert sum(leaf.size for leaf in leaves) == config["model"]["param_count"]
+    assert sum(leaf.nbytes for leaf in leaves) < 4_000_000
+    assert ej.pretrained.digits_model().apply_fn is model.apply_fn  # compiled programs reused
+    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))
+    null = jnp.full((4,), ej.pretrained.DIGITS_NULL_LABEL)
+    out = model.apply_fn(model.params, x, 2.0, jnp.arange(4))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    np.testing.assert_array_equal(model.apply_fn(model.params, x, 2.0, None),
+                                  model.apply_fn(model.params, x, 2.0, null))
+    # EDM preconditioning: at tiny sigma the denoiser is (nearly) the identity, c_skip -> 1.
+    clean = jnp.asarray(ej.pretrained.digits_data()[0][:4])
+    np.testing.assert_allclose(model.apply_fn(model.params, clean, 1e-4, jnp.arange(4)), clean,
+                               atol=1e-3)
+
+
+def test_frechet_distance_closed_form_for_an_affine_map():
+    """For y = a x + m: FD = |m + (a - 1) mean(x)|^2 + (1 - a)^2 tr(cov x), exactly."""
+    x = np.asarray(jax.random.normal(jax.random.key(0), (500, 6))) @ np.diag([1, 2, 3, 1, 1, .5])
+    a, m = 1.7, np.arange(6.0) / 3
+    expected = np.sum((m + (a - 1) * x.mean(0)) ** 2) + (1 - a) ** 2 * np.trace(np.cov(x.T))
+    assert ej.metrics.frechet_distance(x, a * x + m) == pytest.approx(expected, rel=1e-9)
+    assert abs(ej.metrics.frechet_distance(x, x)) < 1e-9
+    with pytest.raises(ValueError, match="features"):
+        ej.metrics.frechet_distance(x, x[:, :3])
+    with pytest.raises(ValueError, match="8, 8, 1"):
+        ej.metrics.digits_fd(jnp.zeros((4, 64)))
+
+
+def test_classifier_accuracy_on_held_out_digits(classifier):
+    images, labels = ej.pretrained.digits_data()
+    held_out = slice(1500, None)  # not seen in the classifier's training
+    predicted = jnp.argmax(classifier.logits(jnp.asarray(images[held_out])), -1)
+    assert float(jnp.mean(predicted == labels[held_out])) > 0.95
+
+
+def test_default_sampler_fd_at_nfe_20_below_four_times_the_floor(default_samples, classifier):
+    images, labels = default_samples
+    assert_tree_all_finite(images)
+    fd, floor = ej.metrics.digits_fd(images), ej.metrics.digits_fd_floor()
+    assert 0 < floor and fd < 4 * floor, (fd, floor)
+    # The samples are of the requested classes.
+    accuracy = jnp.mean(jnp.argmax(classifier.logits(images), -1) == labels)
+    assert float(accuracy) > 0.9
+
+
+def test_fd_separates_good_from_degraded_samples(default_samples):
+    """The 4x-floor criterion can fail: blurred or very noisy samples are far above it."""
+    images, _ = default_samples
+    floor = ej.metrics.digits_fd_floor()
+    pooled = images.reshape(-1, 4, 2, 4, 2, 1).mean(axis=(2, 4))
+    blurred = jnp.repeat(jnp.repeat(pooled, 2, axis=1), 2, axis=2)
+    noisy = images + jax.random.normal(jax.random.key(3), images.shape)
+    assert ej.metrics.digits_fd(blurred) > 4 * floor
+    assert ej.metrics.digits_fd(noisy) > 4 * floor
+
+
+def test_classifier_guidance_moves_unconditional_samples_to_the_class(model, classifier):
+    n = 100
+    targets = jnp.arange(n) % 10
+    unconditional = ej.Model(lambda p, x, t, c: model.apply_fn(p, x, t, None), model.params,
+                             path=model.path, prediction=model.prediction)
+    k_noise, k_sample = jax.random.split(jax.random.key(2))
+    x_T = ej.prior_sample(k_noise, model.path, (n, 8, 8, 1))
+
+    @jax.jit
+    def guided_accuracy(scale):
+        guided = ej.guidance.classifier_guidance(unconditional, classifier.log_prob_fn,
+                                                 classifier, scale)
+        x = ej.ersde_sample(k_sample, guided, x_T, steps=20, cond=targets)
+        return jnp.mean(jnp.argmax(classifier.logits(x), -1) == targets)
+
+    unguided, guided = float(guided_accuracy(0.0)), float(guided_accuracy(2.0))
+    assert unguided < 0.3  # unconditional samples hit an arbitrary target about 1 time in 10
+    assert guided > 0.6 and guided > unguided + 0.4, (unguided, guided)
+
+
+def test_classifier_free_guidance_sharpens_classes(model, classifier):
+    n = 100
+    labels = jnp.arange(n) % 10
+    null = jnp.full((n,), ej.pretrained.DIGITS_NULL_LABEL)
+    k_noise, k_sample = jax.random.split(jax.random.key(4))
+    x_T = ej.prior_sample(k_noise, model.path, (n, 8, 8, 1))
+
+    @jax.jit
+    def accuracy(w):
+        guided = ej.guidance.classifier_free(model, w, null)
+        x = ej.ersde_sample(k_sample, guided, x_T, steps=10, cond=labels)
+        return jnp.mean(jnp.argmax(classifier.logits(x), -1) == labels)
+
+    assert float(accuracy(0.0)) < 0.3 < 0.8 < float(accuracy(1.0)) <= float(accuracy(3.0)) + 0.02
