@@ -95,7 +95,6 @@ def _broadcast_mu(mu, x_T, dtype):
     return mu.astype(dtype)
 
 
-
 def _check_grad_steps(grad_steps, steps: int) -> int | None:
     """The number of head steps held constant (None: backpropagate through every step)."""
     if grad_steps is None:
