@@ -2,27 +2,34 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 __all__ = ["report_step"]
 
 _bars: dict[int, object] = {}
+_lock = threading.Lock()
 
 
 def _tick(step, total) -> None:
-    # Under vmap or sharding the callback may see a batch of (identical) step indices.
+    # Under vmap the callback may see a batch of (identical) step indices; under shard_map or pmap
+    # every device calls it, from several threads: a lock, forward-only updates, and no new bar
+    # for a late duplicate of a finished run's last steps.
     step, total = int(np.max(step)), int(np.max(total))
-    if step == 0 or total not in _bars:
-        from tqdm.auto import tqdm
+    with _lock:
+        bar = _bars.get(total)
+        if bar is None:
+            if step != 0:
+                return
+            from tqdm.auto import tqdm
 
-        if total in _bars:
-            _bars[total].close()
-        _bars[total] = tqdm(total=total, desc="sampling", leave=False)
-    bar = _bars[total]
-    bar.update(step + 1 - bar.n)
-    if step + 1 >= total:
-        bar.close()
-        del _bars[total]
+            bar = _bars[total] = tqdm(total=total, desc="sampling", leave=False)
+        if step + 1 > bar.n:
+            bar.update(step + 1 - bar.n)
+        if step + 1 >= total:
+            bar.close()
+            del _bars[total]
 
 
 def report_step(step, total: int) -> None:

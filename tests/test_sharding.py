@@ -6,8 +6,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
 SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import NamedSharding, PartitionSpec as P
@@ -75,7 +73,6 @@ def test_sharded_equals_unsharded_and_stays_sharded():
     assert proc.stdout.strip().endswith("ok")
 
 
-@pytest.mark.xfail(strict=False, reason="needs the thread-safe _progress._tick (lead's file)")
 def test_progress_bar_under_shard_map_runs_once_per_device_without_errors():
     """Under shard_map every device calls the progress callback, from several threads."""
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
