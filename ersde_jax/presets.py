@@ -114,7 +114,9 @@ class Preset(NamedTuple):
         return len(self.rho) - 1
 
     def noise_scale(self) -> NoiseScale:
-        """The tuned noise-scale function."""
+        """The tuned noise-scale function; the closed-form ``"ode"`` when every weight is 0."""
+        if not any(self.noise_weights.values()):
+            return noise_scale("ode")
         return mixed_noise_scale(self.noise_weights)
 
     def timesteps(self, path: GaussianPath) -> np.ndarray:

@@ -134,6 +134,14 @@ def test_preset_grids_are_valid_and_sample(name):
     assert np.max(np.abs(np.asarray(x))) < 4.0  # on the ring of radius 2
 
 
+def test_zero_weight_presets_are_the_deterministic_ode():
+    for preset in presets.PRESETS.values():
+        scale = preset.noise_scale()
+        zero = not any(preset.noise_weights.values())
+        assert (scale.name == "ode") == zero
+        assert ej.er_sde(preset.order, scale).stochastic == (not zero)
+
+
 def test_preset_errors():
     with pytest.raises(ValueError, match="Unknown preset"):
         presets.get("nope")
