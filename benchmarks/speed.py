@@ -23,6 +23,17 @@ best of several repeats after a warm-up call, ``block_until_ready``):
 * ``ode_order1``: ``sample_s`` and ``overhead_ratio`` of the deterministic first-order solver
   (noise scale "ode": no random numbers), the cheapest update the library has.
 
+* ``throughput``: samples per second of the default sampler (20 steps) against the batch size,
+  one jitted program per batch size, best of several runs.
+* ``versus_diffrax``: at an equal budget of network evaluations (20), wall time and accuracy of
+  the library's samplers and of diffrax solvers on ``ersde_jax.diffrax`` terms (on the same
+  Karras grid, ``diffrax.StepTo``, plus the final denoising call; ``benchmarks/quality.py``
+  builds both). Times are medians over rounds that alternate the programs; ``time_ratio`` is
+  relative to ER-SDE-3 ("ode") in the same round. Accuracy of the deterministic ones is the
+  relative RMS distance to the PF-ODE solution from the same ``x_T`` (diffrax Tsit5, rtol =
+  atol = 1e-5, float32, then the same denoising call); the stochastic ones have no pathwise
+  reference and report time only.
+
 The record (device, versions, date, CPU count, the 1-minute load average before and after the
 run, since other busy processes inflate wall-clock times, batch and all numbers) is written to
 ``benchmarks/results/speed.json`` (``speed_quick.json`` with ``--quick``, or ``--out PATH``); a
@@ -32,6 +43,9 @@ Run from the repository root::
 
     python benchmarks/speed.py            # batch 256, N = 10 and 50, compile at 10 and 200 steps
     python benchmarks/speed.py --quick    # batch 32, N = 5 and 10, compile at 10 and 50 steps
+
+No GPU was lent to the runs recorded in ``benchmarks/results/``: every number there is from a
+shared 2-core CPU (the record's ``device`` and ``load_average_1min`` say so).
 """
 
 from __future__ import annotations
@@ -44,13 +58,16 @@ import statistics
 import time
 from pathlib import Path
 
+import diffrax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from _common import environment
+from quality import diffrax_program
 
 import ersde_jax as ej
+import ersde_jax.diffrax as ejd
 
 IMAGE_SHAPE = (16, 16, 3)
 SIGMA_DATA = 0.5  # EDM's data standard deviation, used by the preconditioning
@@ -60,10 +77,12 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # one is N_max) and the two step counts whose compile times are compared.
 CONFIGS = {
     "full": dict(
-        batch=256, model_repeats=20, sample_repeats=5, steps=(10, 50), compile_steps=(10, 200)
+        batch=256, model_repeats=20, sample_repeats=5, steps=(10, 50), compile_steps=(10, 200),
+        throughput_batches=(1, 4, 16, 64, 256), throughput_steps=20, diffrax_nfe=20,
     ),
     "quick": dict(
-        batch=32, model_repeats=10, sample_repeats=3, steps=(5, 10), compile_steps=(10, 50)
+        batch=32, model_repeats=10, sample_repeats=3, steps=(5, 10), compile_steps=(10, 50),
+        throughput_batches=(1, 32), throughput_steps=5, diffrax_nfe=5,
     ),
 }
 
@@ -182,6 +201,64 @@ def noise_time(config, x_T) -> float:
     return best_time(draw, jax.random.key(1), repeats=config["model_repeats"])
 
 
+def throughput(config, model_key, key) -> list[dict]:
+    """Samples per second of the default sampler for every batch size of ``config``."""
+    rows = []
+    steps = config["throughput_steps"]
+    for batch in config["throughput_batches"]:
+        model = make_model(model_key, batch)
+        x_T = ej.prior_sample(jax.random.key(batch), model.path, (batch, *IMAGE_SHAPE))
+        s = best_time(jax.jit(sampler(steps)), key, model, x_T, repeats=config["sample_repeats"])
+        rows.append(dict(batch=batch, steps=steps, sample_s=s, samples_per_s=batch / s))
+    return rows
+
+
+def pf_ode_reference(model, x_T):
+    """PF-ODE solution from ``x_T`` to sigma_min (Tsit5, rtol = atol = 1e-5), then denoised."""
+    path = model.path
+    y0, rho_max = ejd.to_state(path, x_T, path.t_max)
+    rho_min = float(ejd.to_state(path, x_T, path.t_min)[1])
+    sol = jax.jit(lambda y0: diffrax.diffeqsolve(
+        ejd.pf_ode_term(model), diffrax.Tsit5(), float(rho_max), rho_min, -1.0, y0,
+        stepsize_controller=diffrax.PIDController(rtol=1e-5, atol=1e-5), max_steps=4096,
+    ))(y0)
+    return ejd.denoise_state(model, sol.ys[-1], rho_min), int(sol.stats["num_steps"])
+
+
+def versus_diffrax(config, key, model, x_T) -> dict:
+    """Time and accuracy of library and diffrax samplers at an equal NFE (see the docstring)."""
+    nfe = config["diffrax_nfe"]
+    karras = ej.timesteps.karras
+    library = {"er_sde_3_ode": ej.er_sde(3, "ode"), "er_sde_3": ej.er_sde(3, "er_sde_5"),
+               "edm_heun": ej.edm_heun()}
+    programs, spent, stochastic = {}, {}, {}
+    for name, solver in library.items():
+        steps = solver.steps_for_nfe(nfe)
+        grid = karras(model.path, steps)
+        fn = jax.jit(lambda k, m, x, s=solver, g=grid: ej.sample(k, m, x, s, timesteps=g).x)
+        programs[name] = functools.partial(fn, key, model, x_T)
+        spent[name] = solver.nfe(steps)
+        stochastic[name] = solver.stochastic
+    for name, args in {"diffrax_euler": ("Euler", 1, None), "diffrax_heun": ("Heun", 2, None),
+                       "diffrax_euler_sde": ("Euler", 1, "er_sde_5")}.items():
+        fn, spent[name] = diffrax_program(*args, model.path, karras, nfe)
+        programs[name] = functools.partial(fn, key, model, x_T, None, None)
+        stochastic[name] = args[2] is not None
+    rounds = interleaved_times(programs, config["sample_repeats"])
+    base = np.asarray(rounds["er_sde_3_ode"])
+    reference, reference_steps = pf_ode_reference(model, x_T)
+    scale = float(jnp.sqrt(jnp.mean(reference**2)))
+    rows = {}
+    for name, program in programs.items():
+        row = dict(nfe=spent[name], stochastic=stochastic[name],
+                   time_s=statistics.median(rounds[name]),
+                   time_ratio=statistics.median(np.asarray(rounds[name]) / base))
+        if not stochastic[name]:
+            row["relative_rmse"] = float(jnp.sqrt(jnp.mean((program() - reference) ** 2))) / scale
+        rows[name] = row
+    return dict(nfe_budget=nfe, reference_tsit5_steps=reference_steps, solvers=rows)
+
+
 def run(quick: bool) -> dict:
     """Runs every measurement and returns the record."""
     load_start = os.getloadavg()[0]
@@ -219,6 +296,8 @@ def run(quick: bool) -> dict:
     compile_s = {n: compile_time(n, sample_key, model, x_T) for n in (short, long)}
 
     coefficient_s = coefficient_time(model.path, n_max, config["model_repeats"])
+    throughput_rows = throughput(config, model_key, sample_key)
+    diffrax_rows = versus_diffrax(config, sample_key, model, x_T)
 
     return dict(
         benchmark="speed",
@@ -245,6 +324,8 @@ def run(quick: bool) -> dict:
             overhead_ratio=ratio("ode", "calls"),
             solver_overhead_ratio=ratio("ode", "bare_scan"),
         ),
+        throughput=throughput_rows,
+        versus_diffrax=diffrax_rows,
     )
 
 
@@ -276,6 +357,17 @@ def print_table(record: dict) -> None:
         f"  coefficients alone            {ms(record['coefficient_s'])}   "
         f"({100 * record['coefficient_share']:.2f} % of the longest sample)"
     )
+    print(f"  throughput ({record['throughput'][0]['steps']} steps, default solver)")
+    for row in record["throughput"]:
+        print(f"    batch {row['batch']:4d}   {row['samples_per_s']:10.1f} samples/s"
+              f"   ({ms(row['sample_s'])} per batch)")
+    versus = record["versus_diffrax"]
+    print(f"  against diffrax at an NFE budget of {versus['nfe_budget']} (time ratio to "
+          "er_sde_3_ode in the same round; relative RMSE to the PF-ODE solution)")
+    for name, row in versus["solvers"].items():
+        accuracy = f"{row['relative_rmse']:.2e}" if "relative_rmse" in row else "     -"
+        print(f"    {name:18s} NFE {row['nfe']:3d}  {ms(row['time_s'])}  x{row['time_ratio']:.2f}"
+              f"   rmse {accuracy}")
 
 
 def main() -> None:

@@ -23,6 +23,12 @@ def test_benchmark_quick(script, tmp_path):
     assert record["quick"] and record["versions"]["jax"] and record["date"]
     if script == "speed.py":
         assert record["overhead_ratio"] > 0 and record["compile_ratio"] > 0
+        assert [r["batch"] for r in record["throughput"]] == [1, 32]
+        assert all(r["samples_per_s"] > 0 for r in record["throughput"])
+        versus = record["versus_diffrax"]
+        for name, row in versus["solvers"].items():
+            assert 0 < row["nfe"] <= versus["nfe_budget"] and row["time_s"] > 0, name
+            assert ("relative_rmse" in row) == (not row["stochastic"]), name
     elif script == "convergence.py":
         assert all(np.isfinite(r["order"]) for r in record["results"])
     else:
@@ -31,3 +37,32 @@ def test_benchmark_quick(script, tmp_path):
         assert degraded["solver"] == "degraded_input"
         best = max(r["psnr"] for r in record["results"])
         assert best > degraded["psnr"] + 2.0
+
+
+def test_quality_quick(tmp_path):
+    """quality.py --quick: one JSON object last, records of the schema, plots, sane values."""
+    out = tmp_path / "quality.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--quick", "--out", str(out)],
+        capture_output=True, text=True, check=True, timeout=900, cwd=ROOT,
+    )
+    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert json.loads(out.read_text()) == record
+    assert record["quick"] and record["versions"]["jax"] and record["date"]
+    rows = record["results"]
+    for row in rows:
+        assert set(row) == {"dataset", "solver", "nfe", "metric", "value"}, row
+        assert isinstance(row["nfe"], int) and 0 <= row["nfe"] <= 5 and np.isfinite(row["value"])
+    datasets = {r["dataset"] for r in rows}
+    assert datasets == {"gmm", "gmm_imperfect", "restoration"}
+    for dataset in datasets:
+        assert out.with_name(f"quality_{dataset}.png").stat().st_size > 10_000
+    value = {(r["dataset"], r["solver"], r["metric"]): r["value"] for r in rows}
+    # Only the deterministic samplers are scored against the exact PF-ODE solution.
+    assert ("gmm", "er_sde_3_ode", "pf_ode_rmse") in value
+    assert ("gmm", "er_sde_3", "pf_ode_rmse") not in value
+    # ER-SDE-3 is well above the sampling floor at 5 NFE yet far from failing, and restores.
+    floor = value["gmm", "exact_samples", "swd"]
+    assert floor < value["gmm", "er_sde_3", "swd"] < 1.0
+    assert value["restoration", "er_sde_3", "psnr"] > value[
+        "restoration", "degraded_input", "psnr"] + 2.0
