@@ -7,6 +7,7 @@ Gaussian path ``x_t = mu + alpha_t (x0 - mu) + sigma_t eps``, compiled as one ``
 from . import guidance as guidance
 from . import metrics as metrics
 from . import paths as paths
+from . import presets as presets
 from . import pretrained as pretrained
 from . import testing as testing
 from . import timesteps as timesteps
@@ -48,5 +49,5 @@ __all__ = [
     "euler_maruyama", "euler_ode", "sample", "transition_log_prob", "ersde_sample", "mr_sample",
     "mr_grid",
     "TIME_SCHEDULES", "prior_sample", "paths", "timesteps", "testing", "guidance", "metrics",
-    "pretrained",
+    "pretrained", "presets",
 ]
