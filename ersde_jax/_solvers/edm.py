@@ -146,7 +146,12 @@ def edm_stochastic(s_churn=40.0, s_min=0.05, s_max=50.0, s_noise=1.003) -> EDM:
     """EDM's stochastic sampler (Karras et al. 2022, Algorithm 2), 2N - 1 NFE.
 
     The defaults are EDM's ImageNet-64 setting (Table 5). ``s_min``, ``s_max`` bound the noise
-    levels ``rho = sigma / alpha`` (sigma on ``edm``) where churn is added.
+    levels ``rho = sigma / alpha`` (sigma on ``edm``) where churn is added. Churn at the first
+    grid level asks for a noise level above the start (``rho_hat = rho_0 (1 + gamma)``), as in
+    Algorithm 2: on ``edm`` the network is then called above ``sigma_max``; index paths
+    (``vp_discrete``, ``ir_sde``) clamp ``t_hat`` to their last index, so that step gets no
+    churn; continuous VP paths evaluate their schedule beyond ``t_max``. Keep ``s_max`` below
+    the start's noise level (as the default 50 < 80 does) to stay inside the trained range.
 
     Args:
         s_churn: total churn; each step adds ``gamma = min(s_churn / N, sqrt(2) - 1)``.
