@@ -10,8 +10,11 @@ Samplers ("_ode": the probability-flow ODE; everything else is stochastic):
 
 * ``er_sde_1/2/3`` (noise scale "er_sde_5", the paper's default) and ``er_sde_1/2/3_ode``;
 * ``ddim`` (eta = 0) and ``ddim_eta1`` (ancestral);
-* ``dpm_solver_pp_2m``, ``dpm_solver_pp_3m``, ``sde_dpm_solver_pp_2m``: ``ej.mr_ode(2|3)`` and
-  ``ej.mr_sde(2)``, data prediction (DPM-Solver++ when ``mu = 0``);
+* ``dpm_solver_pp_2m``, ``sde_dpm_solver_pp_2m``: ``ej.mr_ode(2)`` and ``ej.mr_sde(2)``, data
+  prediction (DPM-Solver++ when ``mu = 0``; the multistep updates in the exponential-integrator
+  Taylor form of MATH.md section 4); ``dpm_solver_pp_3m``: ``ej.mr_ode(3, third_order="release")``,
+  the published third-order rule (measured order ~2.2), and ``dpm_solver_pp_3m_taylor``: the
+  library's default ``ej.mr_ode(3)`` with the corrected weight ``2 phi_3`` (order ~4 measured);
 * ``edm_heun`` and ``edm_stochastic`` (EDM's ImageNet-64 churn: S_churn 40, S_min 0.05,
   S_max 50, S_noise 1.003);
 * ``euler_maruyama``: ``ej.euler_maruyama()`` on the reverse SDE where the path is VP-like
@@ -41,8 +44,10 @@ Problems (``dataset`` in the records):
   samples of the true mixture.
 * ``digits``: digits FD (``ej.metrics.digits_fd``) of class-balanced samples of the bundled
   class-conditional digits model (``ej.pretrained.digits_model``), EDM path, Karras grid, no
-  guidance; floor ``ej.metrics.digits_fd_floor()``. Skipped while that model is not in the
-  package.
+  guidance, 900 images (90 per class), NFE 5-50; floor ``ej.metrics.digits_fd_floor()``. One
+  FD of 900 images varies by a few units between seeds, more than the gaps between the leading
+  samplers, so every stochastic sampler also runs at NFE 10 and 20 from four more starts and keys
+  (``info.digits.seeds``, shared by all samplers); ``targets`` ranks those means.
 * ``restoration``: mean PSNR of the bundled IR-SDE restoration model
   (``ej.pretrained.restoration_digits``) on the held-out digits, from ``x_T = mu + max_sigma z``
   on the MR Sampler's uniform-index ("linspace") grid, as ``mr_restoration.py``; the degraded
@@ -89,28 +94,29 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SWD_PROJECTIONS = 128
 IMPERFECT_STD_SCALE, IMPERFECT_RHO = 2.0, 0.5
 FLOOR_REPEATS = 5
-SPREAD_SEEDS = 3  # extra digits runs of ER-SDE-3 at NFE 20, for the FD's seed spread
 
 # Settings of the full run and of --quick: NFE budgets per dataset, sizes, and the samplers
-# (None: all). The digits model costs ~0.4 s of CPU per NFE for 900 images, so digits stops at
-# NFE 50 and leaves out diffrax_euler and diffrax_heun, which are exactly ddim and edm_heun (the
-# gmm rows show the equality to round-off).
+# (a filter per dataset). The digits model costs ~0.4 s of CPU per NFE for 900 images, so digits
+# stops at NFE 50 and leaves out ddim, diffrax_euler and diffrax_heun, which are exactly
+# er_sde_1_ode and edm_heun (on any path; the gmm rows show the equality to round-off).
 CONFIGS = {
     "full": dict(
         quick=False, nfes=dict(gmm=(5, 10, 20, 50, 100), digits=(5, 10, 20, 50),
                                restoration=(5, 10, 20, 50, 100)),
         gmm_samples=50_000, gmm_pf_ode_samples=5000, digits_per_class=90, restoration_images=None,
-        samplers=dict(digits=lambda name: name not in ("diffrax_euler", "diffrax_heun")),
+        # Extra digits runs of the stochastic samplers at these NFE (the FD's seed spread).
+        spread_seeds=4, spread_budgets=(10, 20),
+        samplers=dict(digits=lambda name: name not in ("ddim", "diffrax_euler", "diffrax_heun")),
     ),
     "quick": dict(
         quick=True, nfes=dict(gmm=(5,), digits=(5,), restoration=(5,)),
         gmm_samples=512, gmm_pf_ode_samples=512, digits_per_class=4, restoration_images=16,
+        spread_seeds=1, spread_budgets=(5,),
         samplers=dict(gmm=lambda name: name in ("er_sde_3", "er_sde_3_ode", "diffrax_heun"),
                       default=lambda name: name == "er_sde_3"),
     ),
 }
 DATASETS = ("gmm", "digits", "restoration")  # gmm also writes gmm_imperfect
-QUICK_DATASETS = ("gmm", "restoration")
 
 
 # ----------------------------------------------------------------------------------- samplers
@@ -205,7 +211,8 @@ def samplers(path) -> dict[str, Sampler]:
         "ddim": library(ej.ddim(0.0)),
         "ddim_eta1": library(ej.ddim(1.0)),
         "dpm_solver_pp_2m": library(ej.mr_ode(2)),
-        "dpm_solver_pp_3m": library(ej.mr_ode(3)),
+        "dpm_solver_pp_3m": library(ej.mr_ode(3, third_order="release")),
+        "dpm_solver_pp_3m_taylor": library(ej.mr_ode(3)),
         "sde_dpm_solver_pp_2m": library(ej.mr_sde(2)),
         "edm_heun": library(ej.edm_heun()),
         "edm_stochastic": library(ej.edm_stochastic()),
@@ -348,9 +355,7 @@ def record(dataset, solver, nfe, metric, value) -> dict:
 
 
 def digits_rows(config, nfes, names, key) -> tuple[list[dict], dict]:
-    """``digits`` records (digits FD), or none while the bundled model is missing."""
-    if not hasattr(ej.pretrained, "digits_model"):
-        return [], dict(skipped="ej.pretrained.digits_model is not in the package yet")
+    """``digits`` records (digits FD) and the seed spread of the stochastic samplers."""
     model = ej.pretrained.digits_model()
     per_class = config["digits_per_class"]
     labels = jnp.repeat(jnp.arange(10), per_class)
@@ -365,16 +370,23 @@ def digits_rows(config, nfes, names, key) -> tuple[list[dict], dict]:
             x, nfe = table[name].run(k_sample, problem, budget)
             rows.append(record("digits", name, nfe, "digits_fd", ej.metrics.digits_fd(x)))
             print(f"  digits {name:22s} NFE {nfe:4d}  FD {rows[-1]['value']:.3f}", flush=True)
-    # The spread of the metric itself: ER-SDE-3 at NFE 20 from other starts and keys.
-    spread = []
-    if not config["quick"]:
-        for seed in range(1, SPREAD_SEEDS + 1):
-            k_x, k_sample = jax.random.split(jax.random.fold_in(key, seed))
-            start = ej.prior_sample(k_x, model.path, x_T.shape, dtype=jnp.float32)
-            x, _ = table["er_sde_3"].run(k_sample, problem._replace(x_T=start), 20)
-            spread.append(float(ej.metrics.digits_fd(x)))
-    return rows, dict(digits_fd_floor=floor, images=int(labels.shape[0]),
-                      er_sde_3_nfe_20_other_seeds=spread)
+    # The leading samplers differ by less than the FD's own seed spread, so every stochastic
+    # sampler also runs from other starts and keys (the same ones for all samplers).
+    seeds = {}
+    for budget in config["spread_budgets"]:
+        seeds[str(budget)] = {}
+        for name in (n for n in names if table[n].stochastic):
+            values = [r["value"] for r in rows
+                      if r["solver"] == name and budget - 1 <= r["nfe"] <= budget]
+            for seed in range(1, config["spread_seeds"] + 1):
+                k_x, k_seed = jax.random.split(jax.random.fold_in(key, seed))
+                start = ej.prior_sample(k_x, model.path, x_T.shape, dtype=jnp.float32)
+                x, _ = table[name].run(k_seed, problem._replace(x_T=start), budget)
+                values.append(float(ej.metrics.digits_fd(x)))
+            seeds[str(budget)][name] = values
+            print(f"  digits {name:22s} NFE {budget} over seeds: {np.round(values, 2)}",
+                  flush=True)
+    return rows, dict(digits_fd_floor=floor, images=int(labels.shape[0]), seeds=seeds)
 
 
 def restoration_rows(config, nfes, names, key) -> tuple[list[dict], dict]:
@@ -410,8 +422,37 @@ def at_budget(rows, dataset, solver, metric, budget):
     return max(found, key=lambda r: r["nfe"]) if found else None
 
 
-def targets(rows, stochastic: dict[str, bool], budget: int = 20) -> dict:
-    """The issue's targets at NFE 20 (left out where the run lacks the records)."""
+def ranking(scores: dict[str, list[float]], noise: float | None = None) -> dict:
+    """Samplers ranked by mean score (lower is better), with standard errors and ties.
+
+    A sampler ties with the best when the difference of the two means is within two standard
+    errors of that difference: from the spread over seeds (paired, as all samplers share starts
+    and keys) or, for single runs, from ``noise``, the standard deviation of one measurement.
+    """
+    means = {n: float(np.mean(v)) for n, v in scores.items()}
+    order = sorted(means, key=means.get)
+    best = order[0]
+
+    def diff_se(name):
+        if name == best:
+            return 0.0
+        if len(scores[name]) > 1:
+            d = np.asarray(scores[name]) - np.asarray(scores[best])
+            return float(np.std(d, ddof=1) / np.sqrt(d.size))
+        return math.sqrt(2.0) * noise if noise is not None else 0.0
+
+    ses = {n: float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else noise
+           for n, v in scores.items()}
+    ties = [n for n in order if means[n] - means[best] <= 2.0 * diff_se(n)]
+    return dict(ranking=order, values={n: means[n] for n in order},
+                standard_errors={n: ses[n] for n in order}, runs=len(scores[best]),
+                tied_with_best=ties, er_sde_3_is_best=best == "er_sde_3",
+                er_sde_3_ties_best="er_sde_3" in ties)
+
+
+def targets(rows, info, stochastic: dict[str, bool], budget: int = 20) -> dict:
+    """The issue's targets at NFE 20 (left out where the run lacks the records), and the
+    stochastic rankings at every NFE the digits seed spread covers."""
     out = {}
     ours = at_budget(rows, "gmm", "er_sde_3_ode", "pf_ode_rmse", budget)
     heun = at_budget(rows, "gmm", "diffrax_heun", "pf_ode_rmse", budget)
@@ -420,14 +461,17 @@ def targets(rows, stochastic: dict[str, bool], budget: int = 20) -> dict:
         out["gmm_er_sde_3_ode_vs_diffrax_heun"] = dict(
             er_sde_3_ode=ours["value"], diffrax_heun=heun["value"], diffrax_heun_nfe=heun["nfe"],
             ratio=ratio, target="<= 0.1", met=ratio <= 0.1)
-    for dataset, metric in (("gmm", "swd"), ("gmm_imperfect", "swd"), ("digits", "digits_fd")):
-        scores = {name: r["value"] for name, is_sde in stochastic.items() if is_sde
-                  for r in [at_budget(rows, dataset, name, metric, budget)] if r}
+    swd_noise = info.get("gmm", {}).get("swd_floor", {}).get("std")
+    problems = [("gmm", "swd", budget, swd_noise), ("gmm_imperfect", "swd", budget, swd_noise)]
+    problems += [("digits", "digits_fd", int(b), None) for b in info.get("digits", {}).get(
+        "seeds", {})]
+    for dataset, metric, nfe, noise in problems:
+        seeds = info.get(dataset, {}).get("seeds", {}).get(str(nfe))
+        scores = seeds or {name: [r["value"]] for name, is_sde in stochastic.items() if is_sde
+                           for r in [at_budget(rows, dataset, name, metric, nfe)] if r}
         if scores:
-            ranking = sorted(scores, key=scores.get)
-            out[f"{dataset}_best_stochastic_at_nfe_{budget}"] = dict(
-                metric=metric, ranking=ranking, values={n: scores[n] for n in ranking},
-                er_sde_3_is_best=ranking[0] == "er_sde_3")
+            out[f"{dataset}_best_stochastic_at_nfe_{nfe}"] = dict(metric=metric,
+                                                                  **ranking(scores, noise))
     return out
 
 
@@ -554,20 +598,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="NFE 5, small sizes, 1-3 samplers")
     parser.add_argument("--datasets", default=None,
-                        help=f"comma-separated subset of {','.join(DATASETS)} (default: all; "
-                             f"--quick: {','.join(QUICK_DATASETS)}); a full run merges them "
-                             "into the existing results file")
+                        help=f"comma-separated subset of {','.join(DATASETS)} (default: all); "
+                             "a full run merges them into the existing results file")
     parser.add_argument("--out", type=Path, help="output JSON path (default benchmarks/results/)")
     args = parser.parse_args()
-    datasets = args.datasets.split(",") if args.datasets else (
-        QUICK_DATASETS if args.quick else DATASETS)
+    datasets = args.datasets.split(",") if args.datasets else DATASETS
     if unknown := set(datasets) - set(DATASETS):
         parser.error(f"unknown datasets {sorted(unknown)}; choose from {DATASETS}")
     out = args.out or RESULTS_DIR / ("quality_quick.json" if args.quick else "quality.json")
     record_, stochastic = run(args.quick, datasets)
     if not args.quick and out.exists():
         record_ = merge(record_, json.loads(out.read_text()))
-    record_["targets"] = targets(record_["results"], stochastic)
+    record_["targets"] = targets(record_["results"], record_["info"], stochastic)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record_, indent=2) + "\n")
     for dataset in dict.fromkeys(r["dataset"] for r in record_["results"]):

@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("script", ["speed.py", "mr_restoration.py", "convergence.py"])
+@pytest.mark.parametrize("script", ["speed.py", "mr_restoration.py", "convergence.py", "tuned.py"])
 def test_benchmark_quick(script, tmp_path):
     out = tmp_path / "result.json"
     proc = subprocess.run(
@@ -31,6 +31,12 @@ def test_benchmark_quick(script, tmp_path):
             assert ("relative_rmse" in row) == (not row["stochastic"]), name
     elif script == "convergence.py":
         assert all(np.isfinite(r["order"]) for r in record["results"])
+    elif script == "tuned.py":
+        assert out.with_suffix(".png").stat().st_size > 10_000
+        for row in record["results"]:
+            assert row["ratio"] == pytest.approx(row["tuned"] / row["baseline"], rel=1e-12)
+            rho = np.asarray(row["tuned_setting"]["rho"])
+            assert rho.shape == (row["nfe"] + 1,) and np.all(np.diff(rho) < 0) and rho[-1] == 0
     else:
         assert out.with_suffix(".png").stat().st_size > 10_000
         degraded = record["results"][0]
@@ -54,7 +60,7 @@ def test_quality_quick(tmp_path):
         assert set(row) == {"dataset", "solver", "nfe", "metric", "value"}, row
         assert isinstance(row["nfe"], int) and 0 <= row["nfe"] <= 5 and np.isfinite(row["value"])
     datasets = {r["dataset"] for r in rows}
-    assert datasets == {"gmm", "gmm_imperfect", "restoration"}
+    assert datasets == {"gmm", "gmm_imperfect", "digits", "restoration"}
     for dataset in datasets:
         assert out.with_name(f"quality_{dataset}.png").stat().st_size > 10_000
     value = {(r["dataset"], r["solver"], r["metric"]): r["value"] for r in rows}
@@ -66,3 +72,8 @@ def test_quality_quick(tmp_path):
     assert floor < value["gmm", "er_sde_3", "swd"] < 1.0
     assert value["restoration", "er_sde_3", "psnr"] > value[
         "restoration", "degraded_input", "psnr"] + 2.0
+    # The digits seed spread runs (one extra seed) and feeds the stochastic ranking.
+    spread = record["info"]["digits"]["seeds"]["5"]["er_sde_3"]
+    assert len(spread) == 2 and spread[0] == value["digits", "er_sde_3", "digits_fd"]
+    ranked = record["targets"]["digits_best_stochastic_at_nfe_5"]
+    assert ranked["runs"] == 2 and ranked["values"]["er_sde_3"] == pytest.approx(np.mean(spread))
