@@ -136,3 +136,14 @@ def test_bad_paths_and_grids():
         ej.timesteps.uniform_lambda(ej.paths.vp_cosine(), 10, lambda_min=20.0)
     with pytest.raises(ValueError, match="Unknown grid end"):
         ej.timesteps.karras(ej.paths.edm(), 10, end="zero")
+
+
+def test_frechet_distance_of_non_finite_features():
+    """A diverged sampler returns NaN by design; the metric says so instead of a LinAlgError."""
+    x = np.random.default_rng(0).normal(size=(50, 4))
+    bad = x.copy()
+    bad[[3, 7], 1] = [np.nan, np.inf]
+    with pytest.raises(ValueError, match="2 of the 50 rows of y are not finite"):
+        ej.metrics.frechet_distance(x, bad)
+    with pytest.raises(ValueError, match="rows of x are not finite"):
+        ej.metrics.frechet_distance(bad, x)

@@ -1,8 +1,10 @@
-"""Guidance transforms: CFG limits, exact classifier guidance on a mixture, thresholding."""
+"""Guidance transforms: CFG limits, exact classifier guidance on a mixture, thresholding, and
+the errors they raise."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from helpers import assert_allclose, x64
 
 import ersde_jax as ej
@@ -95,3 +97,114 @@ def test_dynamic_thresholding():
     out = ej.guidance.dynamic_thresholding(x0, ratio=1.0, max_value=2.5)
     assert_allclose(out[0], jnp.clip(x0[0], -2.5, 2.5) / 2.5, rtol=1e-6)
     assert_allclose(out[1], x0[1], rtol=1e-6)  # threshold clipped up to 1: unchanged
+
+
+def test_dynamic_thresholding_quantile_between_one_and_max_value():
+    """Per sample: s inside (1, max_value), above it (clipped to it) and below 1 (set to 1)."""
+    x0 = jnp.stack([jnp.linspace(-2.0, 2.0, 16), jnp.linspace(-6.0, 6.0, 16),
+                    jnp.linspace(-0.5, 0.5, 16)]).reshape(3, 4, 4)
+    ratio, max_value = 0.8, 2.5
+    flat = np.abs(np.asarray(x0).reshape(3, -1))
+    s = np.clip(np.quantile(flat, ratio, axis=1), 1.0, max_value)
+    assert 1.0 < s[0] < max_value and s[1] == max_value and s[2] == 1.0
+    expected = np.clip(x0, -s[:, None, None], s[:, None, None]) / s[:, None, None]
+    out = ej.guidance.dynamic_thresholding(x0, ratio=ratio, max_value=max_value)
+    assert_allclose(out, expected, rtol=1e-6)
+    assert float(jnp.max(jnp.abs(out))) <= 1.0
+
+
+def _eps_model(path):
+    """The exact mixture denoiser, re-expressed as a noise prediction."""
+    exact = ej.testing.mixture_model(_mixture(), path)
+
+    def apply_fn(params, x, t, cond):
+        a, s = path.alpha(t), path.sigma(t)
+        return (x - a * exact.apply_fn(params, x, t, None)) / s
+
+    return ej.Model(apply_fn, _mixture(), path=path, prediction="eps")
+
+
+def test_thresholded_is_dynamic_thresholding_of_the_x0_prediction():
+    path = ej.paths.vp_linear()
+    model = _eps_model(path)
+    x = 3.0 * jax.random.normal(jax.random.key(5), (6, 2))
+    t = jnp.array(0.3)
+    guided = ej.guidance.thresholded(model, ratio=0.9, max_value=1.5)
+    assert guided.prediction == "x0" and guided.path == path
+    eps = model.apply_fn(model.params, x, t, None)
+    x0 = (x - path.sigma(t) * eps) / path.alpha(t)
+    assert_allclose(guided.apply_fn(guided.params, x, t, None),
+                    ej.guidance.dynamic_thresholding(x0, 0.9, 1.5), rtol=1e-5, atol=1e-6)
+
+
+def test_thresholded_samples_lie_in_the_unit_box():
+    path = ej.paths.edm()
+    mixture = ej.testing.GaussianMixture(jnp.ones(1), jnp.full((1, 3), 0.9), jnp.full((1,), 0.3))
+    model = ej.testing.mixture_model(mixture, path)
+    x_T = ej.prior_sample(jax.random.key(6), path, (200, 3))
+    sample = jax.jit(lambda m: ej.ersde_sample(jax.random.key(7), m, x_T, steps=10))
+    plain, clipped = sample(model), sample(ej.guidance.thresholded(model, 0.995))
+    assert float(jnp.max(plain)) > 1.0
+    assert float(jnp.max(jnp.abs(clipped))) <= 1.0 + 1e-6
+
+
+def _identity_model(path, prediction):
+    return ej.Model(lambda p, x, t, c: x, None, path=path, prediction=prediction)
+
+
+def test_transforms_reject_what_is_not_a_model():
+    with pytest.raises(TypeError, match="classifier_free: model must be an ej.Model"):
+        ej.guidance.classifier_free(lambda p, x, t, c: x, 1.0, jnp.zeros(2))
+    with pytest.raises(TypeError, match="classifier_guidance: model must be an ej.Model"):
+        ej.guidance.classifier_guidance(None, lambda *a: 0.0, None, 1.0)
+    with pytest.raises(TypeError, match="thresholded: model must be an ej.Model"):
+        ej.guidance.thresholded("model")
+    model = _identity_model(ej.paths.edm(), "x0")
+    with pytest.raises(TypeError, match="log_prob_fn must be callable"):
+        ej.guidance.classifier_guidance(model, "log_prob", None, 1.0)
+    with pytest.raises(ValueError, match="uncond .* must not be None"):
+        ej.guidance.classifier_free(model, 1.0, None)
+
+
+@pytest.mark.parametrize("cond,uncond", [
+    (jnp.zeros(8, jnp.int32), jnp.zeros(4, jnp.int32)),  # batch sizes differ
+    ({"label": jnp.zeros(8)}, jnp.zeros(8)),  # tree structures differ
+    (None, jnp.zeros(8)),  # the sampler passes no cond
+    (jnp.zeros(()), jnp.zeros(())),  # no batch axis
+])
+def test_cfg_uncond_must_match_cond(cond, uncond):
+    model = _identity_model(ej.paths.edm(), "x0")
+    guided = ej.guidance.classifier_free(model, 2.0, uncond)
+    x = jnp.zeros((8, 2))
+    with pytest.raises(ValueError, match="uncond must have the tree structure and shapes.*got "
+                                         "cond .* and uncond"):
+        jax.jit(guided.apply_fn)(guided.params, x, 1.0, cond)
+
+
+@pytest.mark.parametrize("ratio,max_value,match", [
+    (0.0, 2.0, "ratio must be in \\(0, 1\\]"),
+    (1.5, 2.0, "ratio must be in \\(0, 1\\]"),
+    (float("nan"), 2.0, "ratio must be in \\(0, 1\\]"),
+    (0.9, 0.5, "max_value must be >= 1"),
+])
+def test_thresholding_hyperparameters(ratio, max_value, match):
+    with pytest.raises(ValueError, match=match):
+        ej.guidance.dynamic_thresholding(jnp.ones((2, 3)), ratio, max_value)
+    with pytest.raises(ValueError, match=match):
+        ej.guidance.thresholded(_identity_model(ej.paths.edm(), "x0"), ratio, max_value)
+
+
+def test_mean_reverting_paths_are_rejected_where_the_transform_needs_mu():
+    path = ej.paths.ir_sde(max_sigma=0.5, T=100)
+    log_prob = lambda p, x, t, c: jnp.zeros(x.shape[0])  # noqa: E731
+    for prediction in ("x0", "v", "flow"):
+        with pytest.raises(ValueError, match=f"classifier_guidance: on a mean-reverting path.*"
+                                             f"'{prediction}' prediction into eps needs the mean"):
+            ej.guidance.classifier_guidance(_identity_model(path, prediction), log_prob, None, 1.0)
+    for prediction in ("eps", "score", "v", "flow"):
+        with pytest.raises(ValueError, match="thresholded: on a mean-reverting path.*"
+                                             "mr_sample\\(..., thresholding=True\\)"):
+            ej.guidance.thresholded(_identity_model(path, prediction))
+    # eps (or score) needs no mu for guidance, x0 none for thresholding: both build.
+    assert ej.guidance.classifier_guidance(_identity_model(path, "eps"), log_prob, None, 1.0)
+    assert ej.guidance.thresholded(_identity_model(path, "x0")).prediction == "x0"
