@@ -74,7 +74,9 @@ def ssim(x, y, data_range: float = 2.0, window: int = 3):
 
 
 def _sqrtm_psd(a: np.ndarray) -> np.ndarray:
-    w, v = np.linalg.eigh(a)
+    """Square root of a symmetric PSD matrix; round-off asymmetry and negative eigenvalues are
+    removed first."""
+    w, v = np.linalg.eigh(0.5 * (a + a.T))
     return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
 
 
@@ -82,20 +84,29 @@ def frechet_distance(x, y) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets (Heusel et al. 2017).
 
     ``|m_x - m_y|^2 + tr(S_x + S_y - 2 (S_x^1/2 S_y S_x^1/2)^1/2)``, computed in float64 with
-    symmetric eigendecompositions (no complex ``sqrtm``).
+    symmetric eigendecompositions (no complex ``sqrtm``) and clamped at 0 (round-off).
 
     Args:
         x, y: feature arrays of shape (n, d) and (m, d), n, m >= 2.
+
+    Raises:
+        ValueError: for mismatched shapes, or non-finite features (e.g. from a sampler that
+            diverged: the samplers return NaN rather than raise).
     """
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or min(len(x), len(y)) < 2:
         raise ValueError(f"frechet_distance needs (n, d) and (m, d) features with n, m >= 2, "
                          f"got {x.shape} and {y.shape}.")
+    for name, features in (("x", x), ("y", y)):
+        bad = int(np.sum(~np.isfinite(features).all(axis=1)))
+        if bad:
+            raise ValueError(f"frechet_distance: {bad} of the {len(features)} rows of {name} are "
+                             "not finite (did the sampler diverge?).")
     cov_x, cov_y = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
     root_x = _sqrtm_psd(cov_x)
     cross = np.trace(_sqrtm_psd(root_x @ cov_y @ root_x))
     diff = x.mean(0) - y.mean(0)
-    return float(diff @ diff + np.trace(cov_x) + np.trace(cov_y) - 2.0 * cross)
+    return max(0.0, float(diff @ diff + np.trace(cov_x) + np.trace(cov_y) - 2.0 * cross))
 
 
 @functools.cache
