@@ -13,9 +13,8 @@ import dataclasses
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
-from .base import LinearMultistep, StepCoefficients, current_only
+from .base import LinearMultistep, StepCoefficients, current_only, safe_sqrt
 
 __all__ = ["DDIM", "ddim"]
 
@@ -35,8 +34,8 @@ class DDIM(LinearMultistep):
         """Per-step coefficients; a step to ``sigma = 0`` is the denoising step."""
         a_s, a_t, s_s, s_t = alpha[:-1], alpha[1:], sigma[:-1], sigma[1:]
         ratio = (a_s * s_t) / (a_t * s_s)  # <= 1 on a decreasing grid
-        c = self.eta * s_t * jnp.sqrt(jnp.clip(1.0 - ratio**2, 0.0, None))
-        keep = jnp.sqrt(jnp.clip(s_t**2 - c**2, 0.0, None)) / s_s  # multiplies eps_hat
+        c = self.eta * s_t * safe_sqrt(1.0 - ratio**2)
+        keep = safe_sqrt(s_t**2 - c**2) / s_s  # multiplies eps_hat
         return StepCoefficients(x=keep, outputs=current_only(a_t - keep * a_s), noise=c)
 
 
