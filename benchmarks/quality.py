@@ -44,7 +44,8 @@ Problems (``dataset`` in the records):
   samples of the true mixture.
 * ``digits``: digits FD (``ej.metrics.digits_fd``) of class-balanced samples of the bundled
   class-conditional digits model (``ej.pretrained.digits_model``), EDM path, Karras grid, no
-  guidance, 900 images (90 per class), NFE 5-50; floor ``ej.metrics.digits_fd_floor()``. One
+  guidance, 900 images (90 per class), NFE 5-50 (and 100, 200 for five samplers, to see where
+  they converge); floor ``ej.metrics.digits_fd_floor()``. One
   FD of 900 images varies by a few units between seeds, more than the gaps between the leading
   samplers, so every stochastic sampler also runs at NFE 10 and 20 from four more starts and keys
   (``info.digits.seeds``, shared by all samplers); ``targets`` ranks those means.
@@ -104,14 +105,17 @@ CONFIGS = {
         quick=False, nfes=dict(gmm=(5, 10, 20, 50, 100), digits=(5, 10, 20, 50),
                                restoration=(5, 10, 20, 50, 100)),
         gmm_samples=50_000, gmm_pf_ode_samples=5000, digits_per_class=90, restoration_images=None,
-        # Extra digits runs of the stochastic samplers at these NFE (the FD's seed spread).
-        spread_seeds=4, spread_budgets=(10, 20),
+        # Extra digits runs of the stochastic samplers at these NFE (the FD's seed spread), and
+        # a few samplers run on toward their common limit (NFE 100, 200).
+        spread_seeds=4, spread_budgets=(10, 20), limit_nfes=(100, 200),
+        limit_samplers=("er_sde_3", "er_sde_3_ode", "edm_stochastic", "euler_maruyama",
+                        "diffrax_euler_sde"),
         samplers=dict(digits=lambda name: name not in ("ddim", "diffrax_euler", "diffrax_heun")),
     ),
     "quick": dict(
         quick=True, nfes=dict(gmm=(5,), digits=(5,), restoration=(5,)),
         gmm_samples=512, gmm_pf_ode_samples=512, digits_per_class=4, restoration_images=16,
-        spread_seeds=1, spread_budgets=(5,),
+        spread_seeds=1, spread_budgets=(5,), limit_nfes=(), limit_samplers=(),
         samplers=dict(gmm=lambda name: name in ("er_sde_3", "er_sde_3_ode", "diffrax_heun"),
                       default=lambda name: name == "er_sde_3"),
     ),
@@ -367,6 +371,13 @@ def digits_rows(config, nfes, names, key) -> tuple[list[dict], dict]:
     rows = [record("digits", "real_data", 0, "digits_fd", floor)]
     for name in names:
         for budget in nfes:
+            x, nfe = table[name].run(k_sample, problem, budget)
+            rows.append(record("digits", name, nfe, "digits_fd", ej.metrics.digits_fd(x)))
+            print(f"  digits {name:22s} NFE {nfe:4d}  FD {rows[-1]['value']:.3f}", flush=True)
+    # Where the samplers converge to (the model's own distribution): which NFE-20 differences
+    # are solver accuracy and which are errors that happen to offset the model's.
+    for name in (n for n in config["limit_samplers"] if n in names):
+        for budget in config["limit_nfes"]:
             x, nfe = table[name].run(k_sample, problem, budget)
             rows.append(record("digits", name, nfe, "digits_fd", ej.metrics.digits_fd(x)))
             print(f"  digits {name:22s} NFE {nfe:4d}  FD {rows[-1]['value']:.3f}", flush=True)
