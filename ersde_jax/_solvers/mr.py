@@ -176,7 +176,9 @@ def mr_ode(order: int = 2, parameterization: str = "data", *, lower_order_below:
             error at 5-8 steps for data prediction (e.g. 1.6e-1 -> 4.1e-2 at 5 Karras steps) but
             raised it at 10-14 steps, and for noise prediction mostly raised it.
         third_order: "taylor" (default, third order) or "release" (the published weight of the
-            second difference, second order; see the module docstring).
+            second difference, second order; see the module docstring). At NFE <= 20 the
+            release rule measured as good or better in ``benchmarks/quality.py`` (its half
+            weight damps the extrapolation on large steps): prefer it for few-step sampling.
     """
     if lower_order_below is None:
         lower_order_below = 10 if parameterization == "data" else 0
