@@ -9,6 +9,8 @@ final denoising call) get the largest step count that fits.
 Samplers ("_ode": the probability-flow ODE; everything else is stochastic):
 
 * ``er_sde_1/2/3`` (noise scale "er_sde_5", the paper's default) and ``er_sde_1/2/3_ode``;
+  ``er_sde_3_backward`` and ``er_sde_3_ode_backward``: the same with the release's third-order
+  derivative estimate (``derivative="backward"``);
 * ``ddim`` (eta = 0) and ``ddim_eta1`` (ancestral);
 * ``dpm_solver_pp_2m``, ``sde_dpm_solver_pp_2m``: ``ej.mr_ode(2)`` and ``ej.mr_sde(2)``, data
   prediction (DPM-Solver++ when ``mu = 0``; the multistep updates in the exponential-integrator
@@ -212,6 +214,8 @@ def samplers(path) -> dict[str, Sampler]:
     return {
         **{f"er_sde_{k}": library(ej.er_sde(k, "er_sde_5")) for k in (1, 2, 3)},
         **{f"er_sde_{k}_ode": library(ej.er_sde(k, "ode")) for k in (1, 2, 3)},
+        "er_sde_3_backward": library(ej.er_sde(3, "er_sde_5", derivative="backward")),
+        "er_sde_3_ode_backward": library(ej.er_sde(3, "ode", derivative="backward")),
         "ddim": library(ej.ddim(0.0)),
         "ddim_eta1": library(ej.ddim(1.0)),
         "dpm_solver_pp_2m": library(ej.mr_ode(2)),
