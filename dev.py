@@ -5,7 +5,7 @@ Each task creates ``.venv`` (once, and again when pyproject.toml changes), insta
 with its test extras into it, and runs inside it.
 
     python3 dev.py demo [--out DIR]   # the demo on the bundled default model
-    python3 dev.py test [pytest args] # ruff, then the test suite
+    python3 dev.py test [pytest args] # ruff, then the test suite (parallel workers)
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ def main(argv: list[str]) -> int:
         else:
             _run(BIN / "ruff", "check", ".")
             if task == "test":
-                _run(BIN / "python", "-m", "pytest", *(rest or ["-q"]))
+                # Tests run in parallel worker processes (pytest-xdist), at most 4.
+                _run(BIN / "python", "-m", "pytest",
+                     *(rest or ["-q", "-n", "auto", "--maxprocesses", "4"]))
     except subprocess.CalledProcessError as err:
         return err.returncode or 1
     return 0
