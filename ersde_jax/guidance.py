@@ -48,8 +48,13 @@ def _check_threshold(ratio, max_value) -> None:
         raise ValueError(f"dynamic thresholding: max_value must be >= 1, got {max_value}.")
 
 
-def _coefficients(path, t, dtype):
-    return jnp.asarray(path.alpha(t), dtype), jnp.asarray(path.sigma(t), dtype)
+def _predictions(model: Model, net_params, x, t, cond):
+    """``(sigma_t, Denoised)``: ``model``'s network called once at ``(x, t)``, its output
+    converted to ``(x0, eps)`` with mu = 0."""
+    path = model.path
+    alpha, sigma = jnp.asarray(path.alpha(t), x.dtype), jnp.asarray(path.sigma(t), x.dtype)
+    out = model.apply_fn(net_params, x, t, cond).astype(x.dtype)
+    return sigma, PREDICTIONS[model.prediction](out, x, alpha, sigma, 0.0, path.v_scale)
 
 
 def _check_uncond(cond, uncond) -> None:
@@ -150,17 +155,15 @@ def classifier_guidance(model: Model, log_prob_fn: Callable, classifier_params: 
                         f"{type(log_prob_fn).__name__}.")
     _check_without_mu("classifier_guidance", model, ("eps", "score"), "eps",
                       "Guide a model that predicts 'eps' or 'score'.")
-    inner, convert, path = model.apply_fn, PREDICTIONS[model.prediction], model.path
 
     def apply_fn(params, x, t, cond):
         net_params, c_params, s = params
-        alpha, sigma = _coefficients(path, t, x.dtype)
-        eps = convert(inner(net_params, x, t, cond).astype(x.dtype), x, alpha, sigma, 0.0,
-                      path.v_scale).eps
+        sigma, predicted = _predictions(model, net_params, x, t, cond)
         grad = jax.grad(lambda z: jnp.sum(log_prob_fn(c_params, z, t, cond)))(x)
-        return eps - s * sigma * grad.astype(x.dtype)
+        return predicted.eps - s * sigma * grad.astype(x.dtype)
 
-    return Model(apply_fn, (model.params, classifier_params, scale), path=path, prediction="eps")
+    return Model(apply_fn, (model.params, classifier_params, scale), path=model.path,
+                 prediction="eps")
 
 
 def dynamic_thresholding(x0, ratio: float = 0.995, max_value: float = 1.0):
@@ -222,13 +225,10 @@ def thresholded(model: Model, ratio=0.995, max_value=float("inf")) -> Model:
         "Threshold inside the sampler instead: ej.mr_sample(..., thresholding=True) or "
         "ej.sample(..., denoised_fn=ej.guidance.dynamic_thresholding).",
     )
-    inner, convert, path = model.apply_fn, PREDICTIONS[model.prediction], model.path
 
     def apply_fn(params, x, t, cond):
         net_params, p, s_max = params
-        alpha, sigma = _coefficients(path, t, x.dtype)
-        x0 = convert(inner(net_params, x, t, cond).astype(x.dtype), x, alpha, sigma, 0.0,
-                     path.v_scale).x0
-        return dynamic_thresholding(x0, p, s_max).astype(x.dtype)
+        _, predicted = _predictions(model, net_params, x, t, cond)
+        return dynamic_thresholding(predicted.x0, p, s_max).astype(x.dtype)
 
-    return Model(apply_fn, (model.params, ratio, max_value), path=path, prediction="x0")
+    return Model(apply_fn, (model.params, ratio, max_value), path=model.path, prediction="x0")
