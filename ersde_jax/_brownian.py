@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["CLOCK_LIMIT", "DEPTH", "clock", "check_clock", "brownian_at", "increment", "start"]
+__all__ = ["CLOCK_LIMIT", "DEPTH", "clock", "check_clock", "clock_is_valid", "brownian_at",
+           "increment", "start"]
 
 CLOCK_LIMIT = 16.0  # the clock covers log rho in [-16, 16]; sigma = 0 maps to -16
 DEPTH = 24
@@ -44,6 +45,12 @@ def check_clock(rho: np.ndarray) -> None:
             f"Brownian noise covers sigma/alpha in [{1 / bound:.3g}, {bound:.3g}]; the grid has "
             f"noise levels from {rho.min():.3g} to {rho.max():.3g}."
         )
+
+
+def clock_is_valid(rho) -> jnp.ndarray:
+    """Traced :func:`check_clock`: every noise level is 0 or inside the clock's range."""
+    bound = float(np.exp(CLOCK_LIMIT))
+    return jnp.all((rho == 0) | ((rho >= 1 / bound) & (rho <= bound)))
 
 
 def brownian_at(key, s, shape, dtype, depth: int = DEPTH):

@@ -183,7 +183,8 @@ def sample(
             motion in the clock ``log(sigma / alpha)`` (``ersde_jax._brownian``), so that a key
             gives the same noise path at every step count and samples converge pathwise as the
             grid is refined; costs 25 normal draws per step. The noise is not differentiated
-            with respect to the grid. Default: an independent draw per step (``fold_in``).
+            with respect to the grid. Noise levels ``sigma / alpha`` must lie in
+            ``[e^-16, e^16]`` (or be 0): a ValueError for a concrete grid, NaN for a traced one. Default: an independent draw per step (``fold_in``).
 
     Returns:
         A :class:`SampleResult` with the sample in ``x_T``'s dtype and the NFE made.
@@ -315,7 +316,10 @@ def _run(key, model, x_T, solver, t, mu, cond, *, save_fn, denoised_fn, traced_g
     if log_prob:
         x = jax.lax.stop_gradient(x)
     if traced_grid:
-        x = jnp.where(grid_is_valid(t), x, jnp.nan)
+        valid = grid_is_valid(t)
+        if brownian:
+            valid = valid & _brownian.clock_is_valid(path.sigma(t) / path.alpha(t))
+        x = jnp.where(valid, x, jnp.nan)
     return SampleResult(x, saved, jnp.all(jnp.isfinite(x)), jnp.sum(nfe), lp)
 
 

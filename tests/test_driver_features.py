@@ -274,3 +274,8 @@ def test_brownian_keys_per_sample_and_bad_grid():
     with pytest.raises(ValueError, match="Brownian noise covers"):
         ej.sample(keys, model, x_T, ej.er_sde(3), timesteps=np.array([80.0, 1e-8, 0.0]),
                   brownian=True)
+    # A traced grid is checked when it runs: outside the clock's range the sample is NaN.
+    traced = jax.jit(lambda ts: ej.sample(keys, model, x_T, ej.er_sde(3), timesteps=ts,
+                                          brownian=True).x)
+    assert np.all(np.isnan(np.asarray(traced(jnp.array([80.0, 1e-8, 0.0])))))
+    assert np.all(np.isfinite(np.asarray(traced(jnp.array([80.0, 1e-2, 0.0])))))
