@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["CLOCK_LIMIT", "DEPTH", "clock", "check_clock", "clock_is_valid", "brownian_at",
+__all__ = ["CLOCK_LIMIT", "DEPTH", "clock", "clock_is_valid", "check_clock", "brownian_at",
            "increment", "start"]
 
 CLOCK_LIMIT = 16.0  # the clock covers log rho in [-16, 16]; sigma = 0 maps to -16
@@ -36,21 +36,20 @@ def clock(rho):
     return jax.lax.stop_gradient((u + CLOCK_LIMIT) / (2.0 * CLOCK_LIMIT))
 
 
+def clock_is_valid(rho, xp=jnp):
+    """Whether every noise level is 0 or inside the clock's range (``xp``: numpy or jax.numpy)."""
+    bound = float(np.exp(CLOCK_LIMIT))
+    return xp.all((rho == 0) | ((rho >= 1 / bound) & (rho <= bound)))
+
+
 def check_clock(rho: np.ndarray) -> None:
     """Raises ValueError if a noise level of a concrete grid lies outside the clock's range."""
-    rho = rho[rho > 0]
-    bound = np.exp(CLOCK_LIMIT)
-    if np.any((rho < 1 / bound) | (rho > bound)):
+    if not clock_is_valid(rho, np):
+        bound, levels = np.exp(CLOCK_LIMIT), rho[rho != 0]
         raise ValueError(
             f"Brownian noise covers sigma/alpha in [{1 / bound:.3g}, {bound:.3g}]; the grid has "
-            f"noise levels from {rho.min():.3g} to {rho.max():.3g}."
+            f"noise levels from {levels.min():.3g} to {levels.max():.3g}."
         )
-
-
-def clock_is_valid(rho) -> jnp.ndarray:
-    """Traced :func:`check_clock`: every noise level is 0 or inside the clock's range."""
-    bound = float(np.exp(CLOCK_LIMIT))
-    return jnp.all((rho == 0) | ((rho >= 1 / bound) & (rho <= bound)))
 
 
 def brownian_at(key, s, shape, dtype, depth: int = DEPTH):

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._concrete import eval_f64
+from ._sqrt import sqrt_vanishing
 
 __all__ = [
     "GaussianPath", "edm", "vp_linear", "vp_cosine", "vp_discrete", "flow", "ir_sde",
@@ -79,18 +80,6 @@ def _index_domain(t, values: tuple[float, ...]) -> np.ndarray:
     return np.isfinite(t) & (t >= -1) & (t <= len(values) - 1)
 
 
-def _sqrt_vanishing(v):
-    """``sqrt(v)`` with derivative 0, not ``inf``, where ``v <= 0`` (values unchanged).
-
-    ``sigma`` is the square root of a radicand that vanishes at the clean end; the samplers use
-    only ``alpha`` there (the denoising step), so ``d sigma / dt`` must not poison their gradients
-    with ``0 * inf``.
-    """
-    positive = v > 0
-    root = jnp.sqrt(jnp.where(positive, v, 1.0))
-    return jnp.where(positive, root, jax.lax.stop_gradient(jnp.sqrt(v)))
-
-
 def _validate_range(name, lo, hi, lo_bound=-math.inf, hi_bound=math.inf):
     if not (math.isfinite(lo) and math.isfinite(hi) and lo_bound <= lo < hi <= hi_bound):
         raise ValueError(
@@ -144,7 +133,7 @@ class _VP(GaussianPath):
         return jnp.exp(0.5 * self.log_abar(t))
 
     def sigma(self, t):
-        return _sqrt_vanishing(-jnp.expm1(self.log_abar(t)))
+        return sqrt_vanishing(-jnp.expm1(self.log_abar(t)))
 
     def lam(self, t):
         log_abar = self.log_abar(t)
@@ -313,7 +302,7 @@ class IRSDE(GaussianPath):
         return jnp.exp(-self.thetabar(t))
 
     def sigma(self, t):
-        return self.max_sigma * _sqrt_vanishing(-jnp.expm1(-2.0 * self.thetabar(t)))
+        return self.max_sigma * sqrt_vanishing(-jnp.expm1(-2.0 * self.thetabar(t)))
 
     def lam(self, t):
         tb = self.thetabar(t)

@@ -184,7 +184,8 @@ def sample(
             gives the same noise path at every step count and samples converge pathwise as the
             grid is refined; costs 25 normal draws per step. The noise is not differentiated
             with respect to the grid. Noise levels ``sigma / alpha`` must lie in
-            ``[e^-16, e^16]`` (or be 0): a ValueError for a concrete grid, NaN for a traced one. Default: an independent draw per step (``fold_in``).
+            ``[e^-16, e^16]`` (or be 0): a ValueError for a concrete grid, NaN for a traced
+            one. Default: an independent draw per step (``fold_in``).
 
     Returns:
         A :class:`SampleResult` with the sample in ``x_T``'s dtype and the NFE made.
@@ -271,8 +272,9 @@ def _run(key, model, x_T, solver, t, mu, cond, *, save_fn, denoised_fn, traced_g
     steps = t.shape[0] - 1
     stochastic = solver.stochastic
     y0 = x_T.astype(dtype) - mu
+    rho = path.sigma(t) / path.alpha(t)
     if brownian:
-        clock = _brownian.clock(path.sigma(t) / path.alpha(t))
+        clock = _brownian.clock(rho)
         w0 = _brownian.start(key, clock[0], y0.shape, dtype, per_sample)
         xs = (jnp.arange(steps), tables, (clock[:-1], clock[1:]))
     else:
@@ -318,7 +320,7 @@ def _run(key, model, x_T, solver, t, mu, cond, *, save_fn, denoised_fn, traced_g
     if traced_grid:
         valid = grid_is_valid(t)
         if brownian:
-            valid = valid & _brownian.clock_is_valid(path.sigma(t) / path.alpha(t))
+            valid = valid & _brownian.clock_is_valid(rho)
         x = jnp.where(valid, x, jnp.nan)
     return SampleResult(x, saved, jnp.all(jnp.isfinite(x)), jnp.sum(nfe), lp)
 

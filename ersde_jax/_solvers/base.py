@@ -33,7 +33,7 @@ from .._timesteps import check_steps
 
 __all__ = [
     "StepCoefficients", "StepOutput", "LinearTable", "LinearMultistep", "current_only",
-    "divided_difference_weights", "safe_sqrt",
+    "divided_difference_weights",
 ]
 
 
@@ -112,12 +112,6 @@ class LinearMultistep:
 def current_only(weight):
     """Output weights (steps, 3) that use only the current prediction ``q_s``, with ``weight``."""
     return jnp.stack([weight, jnp.zeros_like(weight), jnp.zeros_like(weight)], axis=-1)
-
-
-def safe_sqrt(v):
-    """``sqrt(max(v, 0))`` with a finite gradient (0) where ``v <= 0``."""
-    positive = v > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, v, 1.0)), 0.0)
 
 
 def divided_difference_weights(u_s, u_1, u_2):

@@ -14,7 +14,8 @@ from typing import Any
 
 import jax
 
-from .base import LinearMultistep, StepCoefficients, current_only, safe_sqrt
+from .._sqrt import safe_sqrt
+from .base import LinearMultistep, StepCoefficients, current_only
 
 __all__ = ["DDIM", "ddim"]
 

@@ -29,8 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._concrete import is_concrete
+from .._sqrt import safe_sqrt
 from .._timesteps import check_steps
-from .base import StepOutput, safe_sqrt
+from .base import StepOutput
 
 __all__ = ["EDM", "EDMTable", "edm_heun", "edm_stochastic"]
 

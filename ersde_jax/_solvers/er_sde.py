@@ -23,12 +23,12 @@ from .._concrete import is_concrete
 from .._integrals import integrals
 from .._noise_scale import NoiseScale, check_noise_scale
 from .._noise_scale import noise_scale as make_noise_scale
+from .._sqrt import safe_sqrt
 from .base import (
     LinearMultistep,
     StepCoefficients,
     current_only,
     divided_difference_weights,
-    safe_sqrt,
 )
 
 __all__ = ["ERSDE", "er_sde", "DERIVATIVES"]
