@@ -10,6 +10,7 @@ the transforms that would need ``mu`` raise a ``ValueError`` when they are built
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,6 @@ import numpy as np
 from ._concrete import is_concrete
 from ._model import Model
 from ._path import IRSDE
-from ._prediction import PREDICTIONS
 
 __all__ = ["classifier_free", "classifier_guidance", "dynamic_thresholding", "thresholded"]
 
@@ -48,13 +48,14 @@ def _check_threshold(ratio, max_value) -> None:
         raise ValueError(f"dynamic thresholding: max_value must be >= 1, got {max_value}.")
 
 
+def _coefficients(path, t, dtype):
+    return jnp.asarray(path.alpha(t), dtype), jnp.asarray(path.sigma(t), dtype)
+
+
 def _predictions(model: Model, net_params, x, t, cond):
-    """``(sigma_t, Denoised)``: ``model``'s network called once at ``(x, t)``, its output
-    converted to ``(x0, eps)`` with mu = 0."""
-    path = model.path
-    alpha, sigma = jnp.asarray(path.alpha(t), x.dtype), jnp.asarray(path.sigma(t), x.dtype)
-    out = model.apply_fn(net_params, x, t, cond).astype(x.dtype)
-    return sigma, PREDICTIONS[model.prediction](out, x, alpha, sigma, 0.0, path.v_scale)
+    """``model``'s network called once at ``(x, t)`` (``Model.denoise`` with mu = 0)."""
+    alpha, sigma = _coefficients(model.path, t, x.dtype)
+    return dataclasses.replace(model, params=net_params).denoise(x, t, alpha, sigma, 0.0, cond)
 
 
 def _check_uncond(cond, uncond) -> None:
@@ -158,9 +159,10 @@ def classifier_guidance(model: Model, log_prob_fn: Callable, classifier_params: 
 
     def apply_fn(params, x, t, cond):
         net_params, c_params, s = params
-        sigma, predicted = _predictions(model, net_params, x, t, cond)
+        _, sigma = _coefficients(model.path, t, x.dtype)
+        eps = _predictions(model, net_params, x, t, cond).eps
         grad = jax.grad(lambda z: jnp.sum(log_prob_fn(c_params, z, t, cond)))(x)
-        return predicted.eps - s * sigma * grad.astype(x.dtype)
+        return eps - s * sigma * grad.astype(x.dtype)
 
     return Model(apply_fn, (model.params, classifier_params, scale), path=model.path,
                  prediction="eps")
@@ -228,7 +230,7 @@ def thresholded(model: Model, ratio=0.995, max_value=float("inf")) -> Model:
 
     def apply_fn(params, x, t, cond):
         net_params, p, s_max = params
-        _, predicted = _predictions(model, net_params, x, t, cond)
-        return dynamic_thresholding(predicted.x0, p, s_max).astype(x.dtype)
+        x0 = _predictions(model, net_params, x, t, cond).x0
+        return dynamic_thresholding(x0, p, s_max).astype(x.dtype)
 
     return Model(apply_fn, (model.params, ratio, max_value), path=model.path, prediction="x0")
