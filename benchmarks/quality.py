@@ -88,6 +88,7 @@ import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.stats
 from _common import environment
 
 import ersde_jax as ej
@@ -324,7 +325,7 @@ def gmm_rows(config, nfes, names, key) -> tuple[list[dict], dict]:
                     rows.append(record(dataset, name, nfe, "pf_ode_rmse", rmse(x)))
             print(f"  {dataset} {name} done", flush=True)
     info = dict(samples=n, pf_ode_samples=n_ode, swd_floor=dict(
-        mean=float(np.mean(floors)), std=float(np.std(floors)), values=floors))
+        mean=float(np.mean(floors)), std=float(np.std(floors, ddof=1)), values=floors))
     if not config["quick"]:  # the reference against ER-SDE-3 at 2000 steps, float64
         with jax.enable_x64(True):
             x = ej.sample(None, ej.testing.mixture_model(_float64(exact), path),
@@ -391,8 +392,7 @@ def digits_rows(config, nfes, names, key) -> tuple[list[dict], dict]:
     for budget in config["spread_budgets"]:
         seeds[str(budget)] = {}
         for name in (n for n in names if table[n].stochastic):
-            values = [r["value"] for r in rows
-                      if r["solver"] == name and budget - 1 <= r["nfe"] <= budget]
+            values = [at_budget(rows, "digits", name, "digits_fd", budget)["value"]]
             for seed in range(1, config["spread_seeds"] + 1):
                 k_x, k_seed = jax.random.split(jax.random.fold_in(key, seed))
                 start = ej.prior_sample(k_x, model.path, x_T.shape, dtype=jnp.float32)
@@ -437,32 +437,34 @@ def at_budget(rows, dataset, solver, metric, budget):
     return max(found, key=lambda r: r["nfe"]) if found else None
 
 
-def ranking(scores: dict[str, list[float]], noise: float | None = None) -> dict:
+def ranking(scores: dict[str, list[float]], noise_values=None) -> dict:
     """Samplers ranked by mean score (lower is better), with standard errors and ties.
 
-    A sampler ties with the best when the difference of the two means is within two standard
-    errors of that difference: from the spread over seeds (paired, as all samplers share starts
-    and keys) or, for single runs, from ``noise``, the standard deviation of one measurement.
+    A sampler ties with the best when the difference of the two means lies within the two-sided
+    95% Student-t interval of that difference: from the spread of the paired differences over
+    seeds (all samplers share starts and keys) or, for single runs, from ``noise_values``, single
+    measurements whose spread is that of one score (e.g. the floor's repeats).
     """
     means = {n: float(np.mean(v)) for n, v in scores.items()}
     order = sorted(means, key=means.get)
     best = order[0]
+    runs = len(scores[best])
+    noise = float(np.std(noise_values, ddof=1)) if noise_values is not None else None
 
-    def diff_se(name):
-        if name == best:
-            return 0.0
-        if len(scores[name]) > 1:
+    def interval(name):
+        if runs > 1:
             d = np.asarray(scores[name]) - np.asarray(scores[best])
-            return float(np.std(d, ddof=1) / np.sqrt(d.size))
-        return math.sqrt(2.0) * noise if noise is not None else 0.0
+            return float(np.std(d, ddof=1) / np.sqrt(runs)) * scipy.stats.t.ppf(0.975, runs - 1)
+        if noise is None:
+            return 0.0
+        return math.sqrt(2.0) * noise * scipy.stats.t.ppf(0.975, len(noise_values) - 1)
 
     ses = {n: float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else noise
            for n, v in scores.items()}
-    ties = [n for n in order if means[n] - means[best] <= 2.0 * diff_se(n)]
+    ties = [n for n in order if means[n] - means[best] <= interval(n)]
     return dict(ranking=order, values={n: means[n] for n in order},
-                standard_errors={n: ses[n] for n in order}, runs=len(scores[best]),
-                tied_with_best=ties, er_sde_3_is_best=best == "er_sde_3",
-                er_sde_3_ties_best="er_sde_3" in ties)
+                standard_errors={n: ses[n] for n in order}, runs=runs, tied_with_best=ties,
+                er_sde_3_is_best=best == "er_sde_3", er_sde_3_ties_best="er_sde_3" in ties)
 
 
 def targets(rows, info, stochastic: dict[str, bool], budget: int = 20) -> dict:
@@ -476,7 +478,7 @@ def targets(rows, info, stochastic: dict[str, bool], budget: int = 20) -> dict:
         out["gmm_er_sde_3_ode_vs_diffrax_heun"] = dict(
             er_sde_3_ode=ours["value"], diffrax_heun=heun["value"], diffrax_heun_nfe=heun["nfe"],
             ratio=ratio, target="<= 0.1", met=ratio <= 0.1)
-    swd_noise = info.get("gmm", {}).get("swd_floor", {}).get("std")
+    swd_noise = info.get("gmm", {}).get("swd_floor", {}).get("values")
     problems = [("gmm", "swd", budget, swd_noise), ("gmm_imperfect", "swd", budget, swd_noise)]
     problems += [("digits", "digits_fd", int(b), None) for b in info.get("digits", {}).get(
         "seeds", {})]

@@ -1,4 +1,5 @@
-"""Every benchmark script runs with --quick and prints one JSON object as its last line."""
+"""Every benchmark script runs with --quick and prints one JSON object as its last line; the
+quality benchmark's ranking statistics."""
 
 import json
 import subprocess
@@ -7,8 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.stats
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import quality  # noqa: E402
 
 
 @pytest.mark.parametrize("script", ["speed.py", "mr_restoration.py", "convergence.py", "tuned.py"])
@@ -77,3 +81,27 @@ def test_quality_quick(tmp_path):
     assert len(spread) == 2 and spread[0] == value["digits", "er_sde_3", "digits_fd"]
     ranked = record["targets"]["digits_best_stochastic_at_nfe_5"]
     assert ranked["runs"] == 2 and ranked["values"]["er_sde_3"] == pytest.approx(np.mean(spread))
+
+
+def test_ranking_ties_use_the_paired_t_interval():
+    """Paired differences over shared seeds decide ties, not the (much larger) seed effect."""
+    seed = np.array([0.0, 10.0, -10.0, 5.0, -5.0])
+    scores = {"a": 20 + seed, "b": 21 + seed + [0, 0.1, -0.1, 0.05, -0.05],
+              "c": 20.2 + seed + [1.0, -1.0, 1.0, -1.0, 0.0]}
+    out = quality.ranking({k: list(v) for k, v in scores.items()})
+    assert out["ranking"] == ["a", "c", "b"] and out["runs"] == 5
+    t = scipy.stats.t.ppf(0.975, 4)
+    for name in "bc":
+        d = scores[name] - scores["a"]
+        tied = d.mean() <= t * d.std(ddof=1) / np.sqrt(5)
+        assert (name in out["tied_with_best"]) == tied
+    assert out["tied_with_best"] == ["a", "c"]  # b is 1.0 behind on every seed: not tied
+    assert out["standard_errors"]["b"] == pytest.approx(np.std(scores["b"], ddof=1) / np.sqrt(5))
+
+
+def test_ranking_of_single_runs_uses_the_noise_of_one_measurement():
+    noise = [0.9, 1.1, 1.0, 0.8, 1.2]  # std 0.158; 95% interval of a difference: 0.62
+    out = quality.ranking({"a": [10.0], "b": [10.5], "c": [10.8]}, noise_values=noise)
+    half_width = np.sqrt(2) * np.std(noise, ddof=1) * scipy.stats.t.ppf(0.975, 4)
+    assert 0.5 < half_width < 0.8
+    assert out["tied_with_best"] == ["a", "b"] and not out["er_sde_3_is_best"]

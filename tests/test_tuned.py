@@ -168,3 +168,12 @@ def test_gmm_preset_beats_its_recorded_baseline_on_a_fresh_seed(record):
 
     tuned_metric = problem.measure(draw_preset)["metric"]  # measured 0.0114 vs 0.0182 (0.63x)
     assert tuned_metric < 0.8 * baseline, (tuned_metric, baseline)
+
+
+def test_saturation_is_two_standard_errors_above_the_floor():
+    floor = [9.7, 9.0, 11.3, 9.3]  # mean 9.825, spread 1.04
+    se = np.std(floor, ddof=1) * np.sqrt(1 / 2 + 1 / 4)
+    edge = np.mean(floor) + 2 * se
+    assert tuned.is_saturated([edge - 0.01, edge - 0.01], floor)
+    assert not tuned.is_saturated([edge + 0.01, edge + 0.01], floor)
+    assert tuned.is_saturated([8.0, 8.3], floor) and not tuned.is_saturated([14.0, 14.2], floor)
