@@ -6,16 +6,16 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 
 from ._path import GaussianPath
 from ._prediction import PREDICTIONS, Denoised
+from ._pytree import pytree_dataclass
 
 __all__ = ["Model"]
 
 
-@jax.tree_util.register_dataclass
+@pytree_dataclass
 @dataclasses.dataclass(frozen=True)
 class Model:
     """A diffusion model as a pytree: ``params`` are traced, everything else is static.

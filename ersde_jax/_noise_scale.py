@@ -12,16 +12,16 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ._concrete import eval_f64, is_concrete
+from ._pytree import pytree_dataclass
 
 __all__ = ["NoiseScale", "noise_scale", "NOISE_SCALES"]
 
 
-@jax.tree_util.register_dataclass
+@pytree_dataclass
 @dataclasses.dataclass(frozen=True)
 class NoiseScale:
     """A noise-scale function, held as ``log g(rho) = log(phi(rho) / rho)``.

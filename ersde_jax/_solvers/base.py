@@ -10,6 +10,11 @@ A solver is an immutable pytree that the one ``lax.scan`` of :func:`ersde_jax.sa
 * ``step(denoise, y, state, row, z) -> (y_next, state, StepOutput)``: one step from the centred
   state ``y = x - mu``, calling ``denoise(y, t, alpha, sigma) -> Denoised`` once or more.
 
+A solver of your own needs a tree structure that names its class, as ``jax.jit`` tells compiled
+programs apart by it: register it with ``jax.tree_util.register_pytree_with_keys`` (or
+``register_pytree_node_class``). On jax 0.10, ``register_dataclass`` structures of two classes
+with equal static values compare equal (see ``ersde_jax/_pytree.py``).
+
 ER-SDE-Solvers and the MR Sampler (and DDIM, DPM-Solver++ as their special cases) share one step,
 :class:`LinearMultistep`, which advances ``y`` by
 

@@ -12,15 +12,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jax
-
+from .._pytree import pytree_dataclass
 from .._sqrt import safe_sqrt
 from .base import LinearMultistep, StepCoefficients, current_only
 
 __all__ = ["DDIM", "ddim"]
 
 
-@jax.tree_util.register_dataclass
+@pytree_dataclass
 @dataclasses.dataclass(frozen=True)
 class DDIM(LinearMultistep):
     """DDIM with stochasticity ``eta`` (a pytree leaf, differentiable)."""

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._concrete import is_concrete
+from .._pytree import pytree_dataclass
 from .._sqrt import safe_sqrt
 from .._timesteps import check_steps
 from .base import StepOutput
@@ -52,7 +53,7 @@ class EDMTable(NamedTuple):
     clean: jnp.ndarray  # (steps,) bool: the step ends at sigma = 0 (no corrector)
 
 
-@jax.tree_util.register_dataclass
+@pytree_dataclass
 @dataclasses.dataclass(frozen=True)
 class EDM:
     """EDM's Heun sampler with optional churn; build it with :func:`edm_heun` or

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -23,6 +22,7 @@ from .._concrete import is_concrete
 from .._integrals import integrals
 from .._noise_scale import NoiseScale, check_noise_scale
 from .._noise_scale import noise_scale as make_noise_scale
+from .._pytree import pytree_dataclass
 from .._sqrt import safe_sqrt
 from .base import (
     LinearMultistep,
@@ -41,7 +41,7 @@ def _equals(value, target) -> bool:
     return is_concrete(value) and bool(np.all(np.asarray(value) == target))
 
 
-@jax.tree_util.register_dataclass
+@pytree_dataclass
 @dataclasses.dataclass(frozen=True)
 class ERSDE(LinearMultistep):
     """ER-SDE-Solver of order 1-3 for any Gaussian path and noise-scale function.

@@ -15,15 +15,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 
+from .._pytree import pytree_dataclass
 from .base import LinearMultistep, StepCoefficients, current_only
 
 __all__ = ["Euler", "euler_maruyama", "euler_ode"]
 
 
-@jax.tree_util.register_dataclass
+@pytree_dataclass
 @dataclasses.dataclass(frozen=True)
 class Euler(LinearMultistep):
     """Euler(-Maruyama) on the reverse SDE or the PF-ODE of a VP-like path (noise prediction)."""

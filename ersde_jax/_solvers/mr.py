@@ -18,9 +18,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 
+from .._pytree import pytree_dataclass
 from .base import LinearMultistep, StepCoefficients, current_only, divided_difference_weights
 
 __all__ = ["MR", "mr_ode", "mr_sde", "PARAMETERIZATIONS", "THIRD_ORDER_RULES"]
@@ -46,7 +46,7 @@ def _phis(h, sign):
     return phi1, phi2, phi3
 
 
-@jax.tree_util.register_dataclass
+@pytree_dataclass
 @dataclasses.dataclass(frozen=True)
 class MR(LinearMultistep):
     """An MR Sampler solver; build it with :func:`mr_ode` or :func:`mr_sde`."""
