@@ -1,12 +1,12 @@
 """Frozen dataclasses as pytrees whose tree structure tells their classes apart.
 
-``jax.tree_util.register_dataclass`` would do, but on jax 0.10 the tree structures of two such
-classes compare equal when their static values do, whatever the class and field names:
-``DDIM(eta, stochastic=True)`` and ``Euler(s_noise, sde=True)`` give equal ``PyTreeDef`` s with
-different hashes. ``jax.jit`` finds compiled programs by hash, then equality, so when two hashes
-share a bucket a sampler compiled for one solver runs for the other and returns wrong samples
-without an error (seen intermittently in this project's tests). Nodes registered with
-``register_pytree_with_keys`` compare their classes as well as their static values.
+``jax.tree_util.register_dataclass`` would do, but on jax 0.10.0-0.10.2 (not 0.9.2 or older) the
+tree structures of two such classes compare equal when their static values do, whatever the
+class and field names: ``DDIM(eta, stochastic=True)`` and ``Euler(s_noise, sde=True)`` give equal
+``PyTreeDef`` s with different hashes. ``jax.jit`` finds compiled programs by hash, then equality,
+so when two hashes share a bucket a sampler compiled for one solver runs for the other and
+returns wrong samples without an error (seen intermittently in this project's tests). Nodes
+registered with ``register_pytree_with_keys`` compare their classes as well as their static values.
 """
 
 from __future__ import annotations
