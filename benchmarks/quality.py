@@ -374,29 +374,30 @@ def digits_rows(config, nfes, names, key) -> tuple[list[dict], dict]:
     table = samplers(model.path)
     floor = float(ej.metrics.digits_fd_floor())
     rows = [record("digits", "real_data", 0, "digits_fd", floor)]
-    for name in names:
-        for budget in nfes:
-            x, nfe = table[name].run(k_sample, problem, budget)
-            rows.append(record("digits", name, nfe, "digits_fd", ej.metrics.digits_fd(x)))
-            print(f"  digits {name:22s} NFE {nfe:4d}  FD {rows[-1]['value']:.3f}", flush=True)
-    # Where the samplers converge to (the model's own distribution): which NFE-20 differences
-    # are solver accuracy and which are errors that happen to offset the model's.
-    for name in (n for n in config["limit_samplers"] if n in names):
-        for budget in config["limit_nfes"]:
-            x, nfe = table[name].run(k_sample, problem, budget)
-            rows.append(record("digits", name, nfe, "digits_fd", ej.metrics.digits_fd(x)))
-            print(f"  digits {name:22s} NFE {nfe:4d}  FD {rows[-1]['value']:.3f}", flush=True)
+    # Every sampler at every budget, then a few run on toward where they converge (the model's
+    # own distribution): which NFE-20 differences are solver accuracy and which are errors that
+    # happen to offset the model's.
+    runs = [(name, budget) for name in names for budget in nfes]
+    runs += [(name, budget) for name in config["limit_samplers"] if name in names
+             for budget in config["limit_nfes"]]
+    for name, budget in runs:
+        x, nfe = table[name].run(k_sample, problem, budget)
+        rows.append(record("digits", name, nfe, "digits_fd", ej.metrics.digits_fd(x)))
+        print(f"  digits {name:22s} NFE {nfe:4d}  FD {rows[-1]['value']:.3f}", flush=True)
     # The leading samplers differ by less than the FD's own seed spread, so every stochastic
     # sampler also runs from other starts and keys (the same ones for all samplers).
+    starts = []  # (problem, sampler key) per extra seed
+    for seed in range(1, config["spread_seeds"] + 1):
+        k_x, k_seed = jax.random.split(jax.random.fold_in(key, seed))
+        start = ej.prior_sample(k_x, model.path, x_T.shape, dtype=jnp.float32)
+        starts.append((problem._replace(x_T=start), k_seed))
     seeds = {}
     for budget in config["spread_budgets"]:
         seeds[str(budget)] = {}
         for name in (n for n in names if table[n].stochastic):
             values = [at_budget(rows, "digits", name, "digits_fd", budget)["value"]]
-            for seed in range(1, config["spread_seeds"] + 1):
-                k_x, k_seed = jax.random.split(jax.random.fold_in(key, seed))
-                start = ej.prior_sample(k_x, model.path, x_T.shape, dtype=jnp.float32)
-                x, _ = table[name].run(k_seed, problem._replace(x_T=start), budget)
+            for seeded, k_seed in starts:
+                x, _ = table[name].run(k_seed, seeded, budget)
                 values.append(float(ej.metrics.digits_fd(x)))
             seeds[str(budget)][name] = values
             print(f"  digits {name:22s} NFE {budget} over seeds: {np.round(values, 2)}",

@@ -37,13 +37,12 @@ def pytree_dataclass(cls):
     data = tuple(f.name for f in fields if not f.metadata.get("static", False))
     keys = tuple(jax.tree_util.GetAttrKey(name) for name in data)
 
-    def flatten_with_keys(obj):
-        children = [(key, getattr(obj, name)) for key, name in zip(keys, data, strict=True)]
-        return children, tuple(getattr(obj, name) for name in static)
-
     def flatten(obj):
-        children = [getattr(obj, name) for name in data]
-        return children, tuple(getattr(obj, name) for name in static)
+        return [getattr(obj, name) for name in data], tuple(getattr(obj, name) for name in static)
+
+    def flatten_with_keys(obj):
+        children, meta = flatten(obj)
+        return list(zip(keys, children, strict=True)), meta
 
     def unflatten(meta, children):
         return cls(**dict(zip(static, meta, strict=True)), **dict(zip(data, children, strict=True)))

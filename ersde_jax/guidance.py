@@ -52,9 +52,8 @@ def _coefficients(path, t, dtype):
     return jnp.asarray(path.alpha(t), dtype), jnp.asarray(path.sigma(t), dtype)
 
 
-def _predictions(model: Model, net_params, x, t, cond):
+def _predictions(model: Model, net_params, x, t, alpha, sigma, cond):
     """``model``'s network called once at ``(x, t)`` (``Model.denoise`` with mu = 0)."""
-    alpha, sigma = _coefficients(model.path, t, x.dtype)
     return dataclasses.replace(model, params=net_params).denoise(x, t, alpha, sigma, 0.0, cond)
 
 
@@ -159,8 +158,8 @@ def classifier_guidance(model: Model, log_prob_fn: Callable, classifier_params: 
 
     def apply_fn(params, x, t, cond):
         net_params, c_params, s = params
-        _, sigma = _coefficients(model.path, t, x.dtype)
-        eps = _predictions(model, net_params, x, t, cond).eps
+        alpha, sigma = _coefficients(model.path, t, x.dtype)
+        eps = _predictions(model, net_params, x, t, alpha, sigma, cond).eps
         grad = jax.grad(lambda z: jnp.sum(log_prob_fn(c_params, z, t, cond)))(x)
         return eps - s * sigma * grad.astype(x.dtype)
 
@@ -230,7 +229,8 @@ def thresholded(model: Model, ratio=0.995, max_value=float("inf")) -> Model:
 
     def apply_fn(params, x, t, cond):
         net_params, p, s_max = params
-        x0 = _predictions(model, net_params, x, t, cond).x0
+        alpha, sigma = _coefficients(model.path, t, x.dtype)
+        x0 = _predictions(model, net_params, x, t, alpha, sigma, cond).x0
         return dynamic_thresholding(x0, p, s_max).astype(x.dtype)
 
     return Model(apply_fn, (model.params, ratio, max_value), path=model.path, prediction="x0")
