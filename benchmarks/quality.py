@@ -44,10 +44,10 @@ Problems (``dataset`` in the records):
   reaches the accurate low-noise region can forget part of them, an ODE sampler transports them
   to the data (the ER-SDE paper's and EDM's argument for stochasticity). Metric ``swd`` to exact
   samples of the true mixture.
-* ``digits``: digits FD (``ej.metrics.digits_fd``) of class-balanced samples of the bundled
+* ``digits``: digits FD (``ej.pretrained.digits_fd``) of class-balanced samples of the bundled
   class-conditional digits model (``ej.pretrained.digits_model``), EDM path, Karras grid, no
   guidance, 900 images (90 per class), NFE 5-50 (and 100, 200 for five samplers, to see where
-  they converge); floor ``ej.metrics.digits_fd_floor()``. One
+  they converge); floor ``ej.pretrained.digits_fd_floor()``. One
   FD of 900 images varies by a few units between seeds, more than the gaps between the leading
   samplers, so every stochastic sampler also runs at NFE 10 and 20 from four more starts and keys
   (``info.digits.seeds``, shared by all samplers); ``targets`` ranks those means.
@@ -372,7 +372,7 @@ def digits_rows(config, nfes, names, key) -> tuple[list[dict], dict]:
     x_T = ej.prior_sample(k_x, model.path, (labels.shape[0], 8, 8, 1), dtype=jnp.float32)
     problem = Problem(model, x_T, None, labels, karras_grid)
     table = samplers(model.path)
-    floor = float(ej.metrics.digits_fd_floor())
+    floor = float(ej.pretrained.digits_fd_floor())
     rows = [record("digits", "real_data", 0, "digits_fd", floor)]
     # Every sampler at every budget, then a few run on toward where they converge (the model's
     # own distribution): which NFE-20 differences are solver accuracy and which are errors that
@@ -382,7 +382,7 @@ def digits_rows(config, nfes, names, key) -> tuple[list[dict], dict]:
              for budget in config["limit_nfes"]]
     for name, budget in runs:
         x, nfe = table[name].run(k_sample, problem, budget)
-        rows.append(record("digits", name, nfe, "digits_fd", ej.metrics.digits_fd(x)))
+        rows.append(record("digits", name, nfe, "digits_fd", ej.pretrained.digits_fd(x)))
         print(f"  digits {name:22s} NFE {nfe:4d}  FD {rows[-1]['value']:.3f}", flush=True)
     # The leading samplers differ by less than the FD's own seed spread, so every stochastic
     # sampler also runs from other starts and keys (the same ones for all samplers).
@@ -398,7 +398,7 @@ def digits_rows(config, nfes, names, key) -> tuple[list[dict], dict]:
             values = [at_budget(rows, "digits", name, "digits_fd", budget)["value"]]
             for seeded, k_seed in starts:
                 x, _ = table[name].run(k_seed, seeded, budget)
-                values.append(float(ej.metrics.digits_fd(x)))
+                values.append(float(ej.pretrained.digits_fd(x)))
             seeds[str(budget)][name] = values
             print(f"  digits {name:22s} NFE {budget} over seeds: {np.round(values, 2)}",
                   flush=True)

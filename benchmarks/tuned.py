@@ -19,7 +19,7 @@ Optimisation step ``i`` draws its starting noise and solver noise from ``jax.ran
   reference. Metric: Fréchet distance in that feature space to the evaluation reference, 1000
   images per held-out seed; ``floor``: the same FD from four more reference sets (the training
   one and three others, same sampler, other seeds) to the evaluation reference, the value of a
-  sampler that matched the reference exactly. ``digits_fd`` is ``ej.metrics.digits_fd`` (to
+  sampler that matched the reference exactly. ``digits_fd`` is ``ej.pretrained.digits_fd`` (to
   real digits) of the same images.
 
 Each row records ``floor_values`` (the floor's single measurements), ``saturated`` (the baseline
@@ -305,7 +305,7 @@ class Digits:
             images = draw_fn(jax.random.key(seed))
             fds.append(float(ej.metrics.frechet_distance(self._features(images),
                                                          self.eval_reference)))
-            real.append(ej.metrics.digits_fd(images))
+            real.append(ej.pretrained.digits_fd(images))
         return dict(metric=float(np.mean(fds)), values=fds, digits_fd=float(np.mean(real)))
 
     def tuned_draw(self, rho, weights, order, n=None):

@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--out", default="demo_out", help="output directory")
     demo.add_argument("--quick", action="store_true", help="a reduced run (for tests)")
     args = parser.parse_args(argv)
-    from ._demo import run_demo
+    from .pretrained._demo import run_demo
 
     run_demo(args.out, quick=args.quick)
     return 0

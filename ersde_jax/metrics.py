@@ -1,17 +1,12 @@
-"""Distances between sample sets used by the demo, the benchmarks and the tests."""
+"""Generic distances between sample sets (the bundled models' FDs live in ``ej.pretrained``)."""
 
 from __future__ import annotations
-
-import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["sliced_wasserstein", "psnr", "ssim", "frechet_distance", "digits_fd",
-           "digits_fd_floor", "DIGITS_FD_SAMPLES"]
-
-DIGITS_FD_SAMPLES = 898  # images in the reference half of the real digits
+__all__ = ["sliced_wasserstein", "psnr", "ssim", "frechet_distance"]
 
 
 def sliced_wasserstein(key, x, y, num_projections: int = 128):
@@ -107,43 +102,3 @@ def frechet_distance(x, y) -> float:
     cross = np.trace(_sqrtm_psd(root_x @ cov_y @ root_x))
     diff = x.mean(0) - y.mean(0)
     return max(0.0, float(diff @ diff + np.trace(cov_x) + np.trace(cov_y) - 2.0 * cross))
-
-
-@functools.cache
-def _digits_halves():
-    """Classifier features of the bundled model's training half and of the reference half."""
-    from ._digits import GENERATIVE_HALF, REFERENCE_HALF
-    from .pretrained import digits_classifier, digits_data
-
-    images, _ = digits_data()
-    features = np.asarray(jax.jit(digits_classifier().features)(jnp.asarray(images)))
-    return (features[GENERATIVE_HALF][:DIGITS_FD_SAMPLES],
-            features[REFERENCE_HALF][:DIGITS_FD_SAMPLES])
-
-
-def digits_fd(images) -> float:
-    """Digits Fréchet distance: FD in the bundled classifier's feature space to real digits.
-
-    The reference is the half of the 1797 real digits that the bundled digits model never saw
-    (``DIGITS_FD_SAMPLES`` images); :func:`digits_fd_floor` is the FD of the other half, the
-    model's training data, to it: what a sampler that reproduced the training distribution
-    exactly would score with as many images. FD is biased upwards at small sample sizes:
-    compare values computed from the same number of images, ideally ``DIGITS_FD_SAMPLES`` with
-    balanced labels.
-
-    Args:
-        images: generated digits, shape (N, 8, 8, 1) in [-1, 1], N >= 2.
-    """
-    images = jnp.asarray(images)
-    if images.ndim != 4 or images.shape[1:] != (8, 8, 1):
-        raise ValueError(f"digits_fd needs images of shape (N, 8, 8, 1), got {images.shape}.")
-    from .pretrained import digits_classifier
-
-    features = jax.jit(digits_classifier().features)(images.astype(jnp.float32))
-    return frechet_distance(features, _digits_halves()[1])
-
-
-def digits_fd_floor() -> float:
-    """FD between the two disjoint halves of the real digits (``DIGITS_FD_SAMPLES`` each)."""
-    training, reference = _digits_halves()
-    return frechet_distance(training, reference)

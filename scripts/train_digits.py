@@ -2,7 +2,8 @@
 
 The data are the 899 scikit-learn digits (8x8, scaled to [-1, 1]) of ``GENERATIVE_HALF`` of the
 package's shuffled order, with their labels; the other half is the reference of the digits FD. The
-network is the UNet of ``ersde_jax/_unet.py`` wrapped in EDM's preconditioning; the loss is EDM's
+network is the UNet of ``ersde_jax/pretrained/_unet.py`` wrapped in EDM's preconditioning; the
+loss is EDM's
 (section 5 and Table 1): ``log sigma ~ N(P_mean, P_std^2)`` and the weighted denoising error,
 written on the raw network output ``F``. Labels are replaced by the null label with probability
 ``--label-dropout`` so that the one network is also the unconditional model (classifier-free
@@ -26,12 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ersde_jax._digits import GENERATIVE_HALF, load_clean, load_labels
-from ersde_jax._layers import flatten_params
-from ersde_jax._unet import NULL_LABEL, digits_unet, init_digits_unet
+from ersde_jax.pretrained._data import GENERATIVE_HALF, load_clean, load_labels
+from ersde_jax.pretrained._layers import flatten_params
+from ersde_jax.pretrained._unet import NULL_LABEL, digits_unet, init_digits_unet
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = ROOT / "ersde_jax" / "weights" / "digits_unet.npz"
+DEFAULT_OUT = ROOT / "ersde_jax" / "pretrained" / "weights" / "digits_unet.npz"
 
 
 def parse_args(argv=None):

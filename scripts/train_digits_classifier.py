@@ -1,6 +1,6 @@
 """Trains the bundled noise-aware digits classifier (guidance and the digits FD) on CPU.
 
-Trained on the 1500 training digits of ``ersde_jax/_digits.py`` (the 297 others measure its
+Trained on the 1500 training digits of ``ersde_jax/pretrained/_data.py`` (the 297 others measure its
 accuracy) with cross-entropy on noisy images ``x0 + sigma eps``: half of every batch is clean
 (``sigma = SIGMA_CLEAN``) and half has ``log sigma`` uniform over the EDM range
 ``[log 0.002, log 80]``, so that one network serves both as the feature extractor of the
@@ -24,12 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ersde_jax._classifier import SIGMA_CLEAN, classifier_logits, init_digits_classifier
-from ersde_jax._digits import N_TRAIN, load_clean, load_labels
-from ersde_jax._layers import flatten_params
+from ersde_jax.pretrained._classifier import SIGMA_CLEAN, classifier_logits, init_digits_classifier
+from ersde_jax.pretrained._data import N_TRAIN, load_clean, load_labels
+from ersde_jax.pretrained._layers import flatten_params
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = ROOT / "ersde_jax" / "weights" / "digits_classifier.npz"
+DEFAULT_OUT = ROOT / "ersde_jax" / "pretrained" / "weights" / "digits_classifier.npz"
 SIGMA_MAX = 80.0
 
 

@@ -1,6 +1,7 @@
 """Trains the conditional IR-SDE restoration model on the scikit-learn digits.
 
-The task (see ``ersde_jax/_digits.py``): recover a clean 8x8 digit from its 2x2-average-pooled,
+The task (see ``ersde_jax/pretrained/_data.py``): recover a clean 8x8 digit from its
+2x2-average-pooled,
 noisy version ``mu``. The model predicts the noise of the mean-reverting path
 ``x_t = mu + alpha_t (x0 - mu) + sigma_t eps`` of ``ej.paths.ir_sde(0.5, T=100, "cosine")`` at
 uniformly drawn integer indices ``t`` in [0, T]. Everything is seeded; the run writes the
@@ -24,11 +25,11 @@ import numpy as np
 import optax
 
 import ersde_jax as ej
-from ersde_jax._digits import load_split
-from ersde_jax._networks import flatten_params, init_restoration_net, restoration_net
+from ersde_jax.pretrained._data import load_split
+from ersde_jax.pretrained._networks import flatten_params, init_restoration_net, restoration_net
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = ROOT / "ersde_jax" / "weights" / "restoration_digits.npz"
+DEFAULT_OUT = ROOT / "ersde_jax" / "pretrained" / "weights" / "restoration_digits.npz"
 PATH_CONFIG = dict(max_sigma=0.5, T=100, schedule="cosine", eps=0.01)
 
 

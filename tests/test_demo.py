@@ -9,7 +9,7 @@ import matplotlib.image
 import numpy as np
 
 import ersde_jax.__main__
-from ersde_jax._demo import GRID_COLUMNS
+from ersde_jax.pretrained._demo import GRID_COLUMNS
 
 
 def test_demo_quick(tmp_path):

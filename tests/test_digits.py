@@ -18,12 +18,12 @@ import pytest
 from helpers import assert_tree_all_finite
 
 import ersde_jax as ej
-from ersde_jax._digits import GENERATIVE_HALF, REFERENCE_HALF
+from ersde_jax.pretrained._data import GENERATIVE_HALF, REFERENCE_HALF
 
 pytest.importorskip("sklearn")
 
 ROOT = Path(__file__).resolve().parents[1]
-N_FD = ej.metrics.DIGITS_FD_SAMPLES
+N_FD = ej.pretrained.DIGITS_FD_SAMPLES
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_frechet_distance_closed_form_for_an_affine_map():
     with pytest.raises(ValueError, match="features"):
         ej.metrics.frechet_distance(x, x[:, :3])
     with pytest.raises(ValueError, match="8, 8, 1"):
-        ej.metrics.digits_fd(jnp.zeros((4, 64)))
+        ej.pretrained.digits_fd(jnp.zeros((4, 64)))
 
 
 def test_frechet_distance_is_never_negative():
@@ -125,7 +125,7 @@ def test_classifier_accuracy_on_held_out_digits(classifier):
 def test_default_sampler_fd_at_nfe_20_below_four_times_the_floor(default_samples, classifier):
     images, labels = default_samples
     assert_tree_all_finite(images)
-    fd, floor = ej.metrics.digits_fd(images), ej.metrics.digits_fd_floor()
+    fd, floor = ej.pretrained.digits_fd(images), ej.pretrained.digits_fd_floor()
     assert 0 < floor and fd < 4 * floor, (fd, floor)
     # The samples are of the requested classes.
     accuracy = jnp.mean(jnp.argmax(classifier.logits(images), -1) == labels)
@@ -135,12 +135,12 @@ def test_default_sampler_fd_at_nfe_20_below_four_times_the_floor(default_samples
 def test_fd_separates_good_from_degraded_samples(default_samples):
     """The 4x-floor criterion can fail: blurred or very noisy samples are far above it."""
     images, _ = default_samples
-    floor = ej.metrics.digits_fd_floor()
+    floor = ej.pretrained.digits_fd_floor()
     pooled = images.reshape(-1, 4, 2, 4, 2, 1).mean(axis=(2, 4))
     blurred = jnp.repeat(jnp.repeat(pooled, 2, axis=1), 2, axis=2)
     noisy = images + jax.random.normal(jax.random.key(3), images.shape)
-    assert ej.metrics.digits_fd(blurred) > 4 * floor
-    assert ej.metrics.digits_fd(noisy) > 4 * floor
+    assert ej.pretrained.digits_fd(blurred) > 4 * floor
+    assert ej.pretrained.digits_fd(noisy) > 4 * floor
 
 
 def _pixels(images):

@@ -14,7 +14,7 @@ from helpers import assert_tree_all_finite, x64
 
 import ersde_jax as ej
 import ersde_jax.pretrained  # noqa: F401  (makes ej.pretrained available)
-from ersde_jax._digits import degrade
+from ersde_jax.pretrained._data import degrade
 
 pytest.importorskip("sklearn")
 
@@ -42,7 +42,7 @@ def test_data():
 
 
 def test_weights_ship_inside_the_installed_package():
-    weights = resources.files("ersde_jax").joinpath("weights")
+    weights = resources.files("ersde_jax.pretrained").joinpath("weights")
     package_dir = Path(ej.pretrained.__file__).resolve().parent
     for name in ("restoration_digits.npz", "restoration_digits.json"):
         assert weights.joinpath(name).is_file()

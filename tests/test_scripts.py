@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-WEIGHTS = ROOT / "ersde_jax" / "weights"
+WEIGHTS = ROOT / "ersde_jax" / "pretrained" / "weights"
 SCRIPTS = {  # script -> the weights it writes by default
     "train_digits.py": "digits_unet",
     "train_digits_classifier.py": "digits_classifier",

@@ -16,9 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import metrics, pretrained
-from ._path import prior_sample
-from ._samplers import ersde_sample
+from .._path import prior_sample
+from .._samplers import ersde_sample
+from ._fd import DIGITS_FD_SAMPLES, digits_fd, digits_fd_floor
+from ._models import digits_model
 
 DEFAULT = "er-sde-3, er_sde_5 (default)"
 SOLVERS = {  # name: (order, noise scale)
@@ -47,12 +48,12 @@ def run_demo(out: str, quick: bool = False) -> dict:
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     nfes = (10, 20) if quick else (10, 20, 50)
-    n = 200 if quick else metrics.DIGITS_FD_SAMPLES
-    model = pretrained.digits_model()
+    n = 200 if quick else DIGITS_FD_SAMPLES
+    model = digits_model()
     labels = jnp.arange(n) % 10
     k_noise, k_sample = jax.random.split(jax.random.key(0))
     x_T = prior_sample(k_noise, model.path, (n, 8, 8, 1), dtype=jnp.float32)
-    floor = metrics.digits_fd_floor()
+    floor = digits_fd_floor()
 
     solvers = QUICK_SOLVERS if quick else tuple(SOLVERS)
     runs = [(solver, nfe) for solver in solvers for nfe in nfes]
@@ -62,7 +63,7 @@ def run_demo(out: str, quick: bool = False) -> dict:
         run = jax.jit(lambda k, m, x, y, o=order, s=scale, steps=nfe: ersde_sample(
             k, m, x, steps=steps, order=o, noise_scale=s, cond=y))
         images = run(k_sample, model, x_T, labels)
-        results.append(dict(solver=solver, nfe=nfe, fd=metrics.digits_fd(images)))
+        results.append(dict(solver=solver, nfe=nfe, fd=digits_fd(images)))
         if solver == DEFAULT and nfe == DEFAULT_NFE:
             shown = np.asarray(images)
 

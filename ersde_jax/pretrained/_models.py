@@ -1,31 +1,4 @@
-"""Pretrained models shipped with the package.
-
-``digits_model`` is a small class-conditional UNet on the EDM path (Karras et al. 2022) trained
-on the 1797 8x8 scikit-learn digits by ``scripts/train_digits.py``; label ``DIGITS_NULL_LABEL``
-(10) gives the unconditional model, for classifier-free guidance. ``digits_classifier`` is a
-noise-aware classifier of the same digits (``scripts/train_digits_classifier.py``): its clean
-penultimate features define ``ej.metrics.digits_fd``, and its ``log p(y | x_t)`` drives
-classifier guidance.
-
-Example:
-    >>> model = ej.pretrained.digits_model()
-    >>> labels = jnp.arange(100) % 10
-    >>> x_T = ej.prior_sample(key, model.path, (100, 8, 8, 1))
-    >>> images = jax.jit(ej.ersde_sample)(key, model, x_T, cond=labels)
-    >>> ej.metrics.digits_fd(images), ej.metrics.digits_fd_floor()
-
-``restoration_digits`` is a small conditional IR-SDE model (Luo et al. 2023) that restores the
-8x8 scikit-learn digits from a 2x2-average-pooled, noisy version; it predicts the noise of
-``ej.paths.ir_sde(max_sigma=0.5, T=100, schedule="cosine")`` and was trained by
-``scripts/train_restoration.py``.
-
-Example:
-    >>> model = ej.pretrained.restoration_digits()
-    >>> clean, degraded = ej.pretrained.restoration_digits_data("test")
-    >>> x_T = degraded + model.path.prior_std() * jax.random.normal(key, degraded.shape)
-    >>> restored = ej.ersde_sample(key, model, x_T, steps=20, order=1, noise_scale="sde",
-    ...                            mu=degraded)
-"""
+"""Loaders of the bundled digits models: generator, classifier and restoration model."""
 
 from __future__ import annotations
 
@@ -38,11 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import paths
+from .. import paths
+from .._model import Model
 from ._classifier import classifier_features, classifier_logits
-from ._digits import load_clean, load_labels, load_split
+from ._data import load_clean, load_labels, load_split
 from ._layers import unflatten_params
-from ._model import Model
 from ._networks import restoration_net
 from ._unet import NULL_LABEL, edm_denoiser
 
