@@ -111,7 +111,7 @@ def hand_rho(path, nfe: int, name: str) -> np.ndarray:
 def sampler(key, model, x_T, rho, weights, *, order: int, cond=None):
     """ER-SDE-Solver on a (traced) rho grid with a (traced) mixed noise scale."""
     solver = ej.er_sde(order, presets.mixed_noise_scale(weights))
-    t = presets.rho_timesteps(model.path, rho)
+    t = model.path.t_from_rho(rho)
     return ej.sample(key, model, x_T, solver, timesteps=t, cond=cond).x
 
 

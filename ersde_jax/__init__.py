@@ -9,14 +9,22 @@ from . import metrics as metrics
 from . import paths as paths
 from . import presets as presets
 from . import pretrained as pretrained
+from . import solvers as solvers
 from . import testing as testing
 from . import timesteps as timesteps
+from ._adjoint import FullAdjoint as FullAdjoint
+from ._adjoint import RematAdjoint as RematAdjoint
+from ._adjoint import TruncatedAdjoint as TruncatedAdjoint
+from ._grid import Grid as Grid
 from ._model import Model as Model
+from ._noise import BrownianNoise as BrownianNoise
+from ._noise import IndependentNoise as IndependentNoise
 from ._noise_scale import NOISE_SCALES as NOISE_SCALES
 from ._noise_scale import NoiseScale as NoiseScale
 from ._noise_scale import noise_scale as noise_scale
 from ._path import prior_sample as prior_sample
 from ._prediction import PREDICTION_NAMES as PREDICTIONS
+from ._prediction import Denoised as Denoised
 from ._sample import SampleResult as SampleResult
 from ._sample import StepInfo as StepInfo
 from ._sample import sample as sample
@@ -25,6 +33,8 @@ from ._samplers import TIME_SCHEDULES as TIME_SCHEDULES
 from ._samplers import ersde_sample as ersde_sample
 from ._samplers import mr_grid as mr_grid
 from ._samplers import mr_sample as mr_sample
+from ._solvers.base import AbstractLinearMultistep as AbstractLinearMultistep
+from ._solvers.base import AbstractSolver as AbstractSolver
 from ._solvers.base import StepCoefficients as StepCoefficients
 from ._solvers.ddim import DDIM as DDIM
 from ._solvers.ddim import ddim as ddim
@@ -43,6 +53,8 @@ from ._solvers.mr import mr_sde as mr_sde
 __version__ = "0.1.0"
 
 __all__ = [
+    "AbstractSolver", "AbstractLinearMultistep", "Grid", "Denoised", "IndependentNoise",
+    "BrownianNoise", "FullAdjoint", "RematAdjoint", "TruncatedAdjoint", "solvers",
     "Model", "NOISE_SCALES", "NoiseScale", "noise_scale", "PREDICTIONS", "SampleResult",
     "StepInfo", "StepCoefficients", "ERSDE", "er_sde", "MR", "mr_ode", "mr_sde", "Euler",
     "DDIM", "ddim", "EDM", "edm_heun", "edm_stochastic",

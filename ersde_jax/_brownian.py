@@ -37,15 +37,16 @@ def clock(rho):
 
 
 def clock_is_valid(rho, xp=jnp):
-    """Whether every noise level is 0 or inside the clock's range (``xp``: numpy or jax.numpy)."""
+    """Whether every noise level is 0, inf (a zero-SNR start: the clock's top) or inside the
+    clock's range (``xp``: numpy or jax.numpy)."""
     bound = float(np.exp(CLOCK_LIMIT))
-    return xp.all((rho == 0) | ((rho >= 1 / bound) & (rho <= bound)))
+    return xp.all((rho == 0) | (rho == np.inf) | ((rho >= 1 / bound) & (rho <= bound)))
 
 
 def check_clock(rho: np.ndarray) -> None:
     """Raises ValueError if a noise level of a concrete grid lies outside the clock's range."""
     if not clock_is_valid(rho, np):
-        bound, levels = np.exp(CLOCK_LIMIT), rho[rho != 0]
+        bound, levels = np.exp(CLOCK_LIMIT), rho[(rho != 0) & np.isfinite(rho)]
         raise ValueError(
             f"Brownian noise covers sigma/alpha in [{1 / bound:.3g}, {bound:.3g}]; the grid has "
             f"noise levels from {levels.min():.3g} to {levels.max():.3g}."

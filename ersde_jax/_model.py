@@ -8,9 +8,9 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from ._numerics import pytree_dataclass
 from ._path import GaussianPath
 from ._prediction import PREDICTIONS, Denoised
-from ._pytree import pytree_dataclass
 
 __all__ = ["Model"]
 
@@ -26,7 +26,11 @@ class Model:
         params: pytree of network parameters (differentiable).
         path: the :class:`~ersde_jax.paths.GaussianPath` the network was trained on.
         prediction: what the network outputs: "x0", "eps", "v", "score" or "flow"
-            (MATH.md section 2).
+            (MATH.md section 2). Its converter to ``(x0, eps)`` is chosen once, here.
+        takes_mu: whether ``apply_fn`` also takes the path's mean, as
+            ``apply_fn(params, x, t, cond, mu)``: for networks conditioned on the degraded image
+            of mean-reverting diffusion, exact denoisers, and model transforms that convert
+            predictions (guidance). ``cond`` and ``mu`` are never substituted for each other.
 
     Example:
         >>> model = ej.Model(apply_fn, params, path=ej.paths.edm(), prediction="x0")
@@ -36,6 +40,7 @@ class Model:
     params: Any
     path: GaussianPath = dataclasses.field(metadata=dict(static=True))
     prediction: str = dataclasses.field(default="eps", metadata=dict(static=True))
+    takes_mu: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
     def __post_init__(self):
         if not callable(self.apply_fn):
@@ -46,6 +51,9 @@ class Model:
             raise ValueError(
                 f"Unknown prediction {self.prediction!r}; expected one of {tuple(PREDICTIONS)}."
             )
+        if not isinstance(self.takes_mu, bool):
+            raise TypeError(f"takes_mu must be a bool, got {type(self.takes_mu).__name__}.")
+        object.__setattr__(self, "_convert", PREDICTIONS[self.prediction])
 
     def denoise(self, y, t, alpha, sigma, mu, cond) -> Denoised:
         """Calls the network once at ``x = y + mu`` and returns ``(x0 - mu, eps)``.
@@ -58,11 +66,14 @@ class Model:
             cond: conditioning pytree passed through to ``apply_fn``.
         """
         x = y + mu
-        out = self.apply_fn(self.params, x, t, cond)
+        if self.takes_mu:
+            out = self.apply_fn(self.params, x, t, cond, mu)
+        else:
+            out = self.apply_fn(self.params, x, t, cond)
         if not hasattr(out, "shape") or out.shape != x.shape:
             raise ValueError(
                 f"Model output shape {getattr(out, 'shape', type(out))} differs from the input "
                 f"shape {x.shape}; apply_fn must return an array shaped like x."
             )
         out = jnp.asarray(out).astype(y.dtype)
-        return PREDICTIONS[self.prediction](out, y, alpha, sigma, mu, self.path.v_scale)
+        return self._convert(out, y, alpha, sigma, mu, self.path.v_scale)

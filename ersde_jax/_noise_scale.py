@@ -15,8 +15,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from ._concrete import eval_f64, is_concrete
-from ._pytree import pytree_dataclass
+from ._numerics import eval_f64, is_concrete, pytree_dataclass
 
 __all__ = ["NoiseScale", "noise_scale", "NOISE_SCALES"]
 

@@ -5,25 +5,28 @@ description of the schedule (it is static under ``jax.jit``); ``mu`` is data (th
 mean-reverting diffusion, 0 otherwise) and is passed to the samplers, never stored here.
 
 Each path maps the *model time* ``t`` (what the network is called with: sigma for EDM, the index
-for discrete schedules, continuous time otherwise) to ``alpha(t)``, ``sigma(t)`` and the half
-log-SNR ``lam(t) = log(alpha/sigma)``, and inverts ``lam``.
+for discrete schedules, continuous time otherwise) to ``alpha(t)``, ``sigma(t)``, the noise level
+``rho(t) = sigma/alpha`` (EDM's sigma of ``x / alpha``) and the half log-SNR
+``lam(t) = log(alpha/sigma) = -log rho``, and inverts ``rho`` and ``lam``. Its kind is told by
+class-level flags (``is_discrete``, ``mean_reverting``, ``variance_preserving``,
+``variance_exploding``), so no caller needs to test classes or attributes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._concrete import eval_f64
-from ._sqrt import sqrt_vanishing
+from ._numerics import eval_f64, sqrt_vanishing
 
 __all__ = [
     "GaussianPath", "edm", "vp_linear", "vp_cosine", "vp_discrete", "flow", "ir_sde",
-    "prior_sample",
+    "prior_sample", "rescale_zero_terminal_snr",
 ]
 
 
@@ -45,6 +48,11 @@ class GaussianPath:
     t_clean: float = dataclasses.field(default=0.0, init=False)
     v_scale: float = dataclasses.field(default=1.0, init=False)
 
+    is_discrete: ClassVar[bool] = False  # model time is a training-step index, data at -1
+    mean_reverting: ClassVar[bool] = False  # reverts to a mean mu (IR-SDE)
+    variance_preserving: ClassVar[bool] = False  # alpha^2 + (sigma / v_scale)^2 = 1
+    variance_exploding: ClassVar[bool] = False  # alpha = 1 and the model time is sigma
+
     def alpha(self, t):
         """Signal coefficient ``alpha_t``."""
         raise NotImplementedError
@@ -60,6 +68,27 @@ class GaussianPath:
     def t_from_lambda(self, lam):
         """Inverse of :meth:`lam`."""
         raise NotImplementedError
+
+    def rho(self, t):
+        """Noise level ``rho_t = sigma_t / alpha_t`` (0 at ``t_clean``), the ER-SDE variable."""
+        return self.sigma(t) / self.alpha(t)
+
+    def t_from_rho(self, rho):
+        """Inverse of :meth:`rho`; ``rho = 0`` maps to ``t_clean`` (with a zero gradient there)."""
+        rho = jnp.asarray(rho)
+        positive = rho > 0
+        t = self.t_from_lambda(-jnp.log(jnp.where(positive, rho, 1.0)))
+        return jnp.where(positive, t, self.t_clean)
+
+    @property
+    def num_indices(self) -> int | None:
+        """Number of training-step indices of a discrete path (model time ``0 .. N-1``)."""
+        return None
+
+    @property
+    def zero_snr_start(self) -> bool:
+        """Whether sampling starts from pure noise, ``alpha(t_max) = 0`` (``rho = inf``)."""
+        return float(eval_f64(self.alpha, self.t_max)) == 0.0
 
     def in_domain(self, t) -> np.ndarray:
         """Whether model times ``t`` (numpy) lie where the path is defined with ``alpha > 0``."""
@@ -92,19 +121,26 @@ def _validate_range(name, lo, hi, lo_bound=-math.inf, hi_bound=math.inf):
 class EDM(GaussianPath):
     """Variance-exploding path of EDM/NCSN: ``alpha = 1``, ``sigma = t`` (model time is sigma)."""
 
+    variance_exploding: ClassVar[bool] = True
+
     def alpha(self, t):
+        """``alpha_t = 1``."""
         return jnp.ones_like(t)
 
     def sigma(self, t):
+        """``sigma_t = t``."""
         return t
 
     def lam(self, t):
+        """``lam_t = -log t``."""
         return -jnp.log(t)
 
     def t_from_lambda(self, lam):
+        """``t = exp(-lam)``."""
         return jnp.exp(-lam)
 
     def in_domain(self, t):
+        """``t >= 0``, finite."""
         return np.isfinite(t) & (t >= 0)
 
 
@@ -123,23 +159,31 @@ def edm(sigma_min: float = 0.002, sigma_max: float = 80.0) -> EDM:
 class _VP(GaussianPath):
     """Variance-preserving paths, defined by ``log abar(t)``: ``alpha^2 + sigma^2 = 1``."""
 
+    variance_preserving: ClassVar[bool] = True
+
     def log_abar(self, t):
+        """``log abar_t = 2 log alpha_t``."""
         raise NotImplementedError
 
     def t_from_log_abar(self, log_abar):
+        """Inverse of :meth:`log_abar`."""
         raise NotImplementedError
 
     def alpha(self, t):
+        """``alpha_t = exp(log abar_t / 2)``."""
         return jnp.exp(0.5 * self.log_abar(t))
 
     def sigma(self, t):
+        """``sigma_t = sqrt(1 - abar_t)`` (``-expm1``, gradient-safe at 0)."""
         return sqrt_vanishing(-jnp.expm1(self.log_abar(t)))
 
     def lam(self, t):
+        """``lam_t = (log abar - log(1 - abar)) / 2``."""
         log_abar = self.log_abar(t)
         return 0.5 * (log_abar - jnp.log(-jnp.expm1(log_abar)))
 
     def t_from_lambda(self, lam):
+        """Inverse of :meth:`lam` through ``abar = sigmoid(2 lam)``."""
         # abar = sigmoid(2 lam)  =>  log abar = -softplus(-2 lam).
         return self.t_from_log_abar(-jnp.logaddexp(0.0, -2.0 * lam))
 
@@ -152,15 +196,18 @@ class VPLinear(_VP):
     beta_max: float = 20.0
 
     def log_abar(self, t):
+        """``-(b0 t + (b1 - b0) t^2 / 2)``."""
         return -(self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2)
 
     def t_from_log_abar(self, log_abar):
+        """Positive root of the quadratic :meth:`log_abar`."""
         # Positive root of (b1 - b0)/2 t^2 + b0 t + log_abar = 0, written without cancellation.
         c = -log_abar
         b0, db = self.beta_min, self.beta_max - self.beta_min
         return 2.0 * c / (b0 + jnp.sqrt(b0**2 + 2.0 * db * c))
 
     def in_domain(self, t):
+        """``0 <= t <= 1``."""
         return np.isfinite(t) & (t >= 0) & (t <= 1)
 
 
@@ -184,14 +231,17 @@ class VPCosine(_VP):
         return 2.0 * jnp.log(jnp.cos((t + self.s) / (1.0 + self.s) * (jnp.pi / 2)))
 
     def log_abar(self, t):
+        """``log f(t) - log f(0)``."""
         return self._log_f(t) - self._log_f(jnp.zeros_like(t))
 
     def t_from_log_abar(self, log_abar):
+        """Inverse of :meth:`log_abar` through ``arccos``."""
         log_f0 = self._log_f(jnp.zeros_like(log_abar))
         c = jnp.exp(0.5 * (log_abar + log_f0))
         return 2.0 * (1.0 + self.s) / jnp.pi * jnp.arccos(c) - self.s
 
     def in_domain(self, t):
+        """``0 <= t < 1``."""
         return np.isfinite(t) & (t >= 0) & (t < 1)
 
 
@@ -217,32 +267,86 @@ class VPDiscrete(_VP):
 
     log_abar_table: tuple[float, ...] = ()
 
+    is_discrete: ClassVar[bool] = True
+
     def __post_init__(self):
         object.__setattr__(self, "t_clean", -1.0)
 
+    @property
+    def num_indices(self) -> int:
+        """Number of training-step indices ``N`` (model time ``0 .. N-1``)."""
+        return len(self.log_abar_table)
+
     def log_abar(self, t):
+        """``log abar`` interpolated linearly between indices (0 at index -1).
+
+        A zero-terminal-SNR table (``abar_T = 0``, ``log abar_T = -inf``) gives ``-inf`` on
+        ``(T - 1, T]`` and interpolates the finite part elsewhere.
+        """
         index, table = _index_table(self.log_abar_table, t)
-        return jnp.interp(t, index, table)
+        if np.isfinite(self.log_abar_table[-1]):
+            return jnp.interp(t, index, table)
+        last = index[-2]  # T - 1, the last finite entry
+        finite = jnp.interp(jnp.minimum(t, last), index[:-1], table[:-1])
+        return jnp.where(t > last, -jnp.inf, finite)
 
     def t_from_log_abar(self, log_abar):
+        """Inverse of :meth:`log_abar` (linear interpolation of the table)."""
         index, table = _index_table(self.log_abar_table, log_abar)
-        return jnp.interp(log_abar, table[::-1], index[::-1])
+        if np.isfinite(self.log_abar_table[-1]):
+            return jnp.interp(log_abar, table[::-1], index[::-1])
+        finite = jnp.interp(log_abar, table[:-1][::-1], index[:-1][::-1])
+        return jnp.where(log_abar == -jnp.inf, index[-1], finite)
 
     def in_domain(self, t):
+        """Indices in ``[-1, N - 1]``."""
         return _index_domain(t, self.log_abar_table)
 
 
 def vp_discrete(betas=None) -> VPDiscrete:
     """Discrete VP path from a beta schedule (default: DDPM's ``linspace(1e-4, 0.02, 1000)``).
 
+    A last beta of 1 is a zero-terminal-SNR schedule (Lin et al. 2023, e.g.
+    :func:`ersde_jax.timesteps.rescale_zero_terminal_snr`): ``abar_T = 0``, sampling starts from
+    pure noise at index T (use v-, x0- or flow-prediction there, and the default "trailing"
+    grid, which includes T).
+
     Args:
-        betas: 1-D array of per-step betas in (0, 1).
+        betas: 1-D array of per-step betas in (0, 1); the last may be 1.
     """
     betas = np.linspace(1e-4, 0.02, 1000) if betas is None else np.asarray(betas, np.float64)
-    if betas.ndim != 1 or betas.size < 2 or not np.all((betas > 0) & (betas < 1)):
-        raise ValueError("vp_discrete: betas must be a 1-D array (length >= 2) in (0, 1).")
-    log_abar = np.cumsum(np.log1p(-betas))
+    if (betas.ndim != 1 or betas.size < 2 or not np.all((betas > 0) & (betas <= 1))
+            or not np.all(betas[:-1] < 1)):
+        raise ValueError("vp_discrete: betas must be a 1-D array (length >= 2) in (0, 1); only "
+                         "the last may be 1 (zero terminal SNR).")
+    with np.errstate(divide="ignore"):
+        log_abar = np.cumsum(np.log1p(-betas))
     return VPDiscrete(0.0, float(betas.size - 1), tuple(float(v) for v in log_abar))
+
+
+def rescale_zero_terminal_snr(betas) -> np.ndarray:
+    """Betas rescaled to zero terminal SNR (Lin et al. 2023, "Common Diffusion Noise Schedules
+    and Sample Steps are Flawed", Algorithm 1).
+
+    ``sqrt(abar)`` is shifted so that its last value is 0 and scaled so that its first is
+    unchanged; the betas are recovered from the new ``abar``. The last beta is 1.
+
+    Args:
+        betas: 1-D array of betas in (0, 1), e.g. ``np.linspace(1e-4, 0.02, 1000)`` or the
+            "scaled linear" schedule of latent diffusion.
+
+    Returns:
+        float64 betas for :func:`vp_discrete`.
+    """
+    betas = np.asarray(betas, np.float64)
+    if betas.ndim != 1 or betas.size < 2 or not np.all((betas > 0) & (betas < 1)):
+        raise ValueError("rescale_zero_terminal_snr: betas must be a 1-D array (length >= 2) in "
+                         "(0, 1).")
+    root = np.sqrt(np.cumprod(1.0 - betas))
+    first, last = root[0], root[-1]
+    root = (root - last) * first / (first - last)
+    abar = root**2
+    return 1.0 - np.concatenate([abar[:1], abar[1:] / abar[:-1]])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,29 +354,38 @@ class Flow(GaussianPath):
     """Rectified-flow path ``alpha = 1 - t``, ``sigma = t``."""
 
     def alpha(self, t):
+        """``alpha_t = 1 - t``."""
         return 1.0 - t
 
     def sigma(self, t):
+        """``sigma_t = t``."""
         return t
 
     def lam(self, t):
+        """``lam_t = log(1 - t) - log t``."""
         return jnp.log1p(-t) - jnp.log(t)
 
     def t_from_lambda(self, lam):
+        """``t = sigmoid(-lam)``."""
         return 1.0 / (1.0 + jnp.exp(lam))
 
     def in_domain(self, t):
-        return np.isfinite(t) & (t >= 0) & (t < 1)
+        """``0 <= t <= 1``."""
+        return np.isfinite(t) & (t >= 0) & (t <= 1)
 
     def prior_std(self) -> float:
+        """1: flow starts from ``N(0, I)``."""
         return 1.0
 
 
 def flow(t_min: float = 1e-3, t_max: float = 0.999) -> Flow:
-    """Rectified-flow path; ``alpha(1) = 0``, so sampling starts at ``t_max < 1`` from N(0, I)."""
-    _validate_range("flow", float(t_min), float(t_max), lo_bound=0.0)
-    if not t_max < 1.0:
-        raise ValueError(f"flow: t_max must be < 1 (alpha(1) = 0), got {t_max}.")
+    """Rectified-flow path, ``alpha = 1 - t``, ``sigma = t``; sampling starts from N(0, I).
+
+    Models trained from pure noise at ``t = 1`` (SD3/Flux-style rectified flow) should start
+    there: ``flow(t_max=1.0)``, where ``alpha = 0`` and every solver takes its exact limit on the
+    first step. The default ``t_max = 0.999`` starts just below, as older samplers do.
+    """
+    _validate_range("flow", float(t_min), float(t_max), lo_bound=0.0, hi_bound=1.0)
     return Flow(float(t_min), float(t_max))
 
 
@@ -289,9 +402,18 @@ class IRSDE(GaussianPath):
     max_sigma: float = 10.0 / 255.0
     thetabar_table: tuple[float, ...] = ()
 
+    is_discrete: ClassVar[bool] = True
+    mean_reverting: ClassVar[bool] = True
+    variance_preserving: ClassVar[bool] = True  # alpha^2 + (sigma / max_sigma)^2 = 1
+
     def __post_init__(self):
         object.__setattr__(self, "t_clean", -1.0)
         object.__setattr__(self, "v_scale", self.max_sigma)
+
+    @property
+    def num_indices(self) -> int:
+        """Number of training-step indices ``T + 1`` (model time ``0 .. T``)."""
+        return len(self.thetabar_table)
 
     def thetabar(self, t):
         """Cumulative mean-reversion ``thetabar(t)``."""
@@ -299,25 +421,31 @@ class IRSDE(GaussianPath):
         return jnp.interp(t, index, table)
 
     def alpha(self, t):
+        """``alpha_t = exp(-thetabar_t)``."""
         return jnp.exp(-self.thetabar(t))
 
     def sigma(self, t):
+        """``sigma_t = max_sigma sqrt(1 - alpha_t^2)``."""
         return self.max_sigma * sqrt_vanishing(-jnp.expm1(-2.0 * self.thetabar(t)))
 
     def lam(self, t):
+        """``lam_t = log(alpha_t / sigma_t)``, written in ``thetabar``."""
         tb = self.thetabar(t)
         return -tb - jnp.log(self.max_sigma) - 0.5 * jnp.log(-jnp.expm1(-2.0 * tb))
 
     def t_from_lambda(self, lam):
+        """Inverse of :meth:`lam` (linear interpolation of the table)."""
         # exp(-2 thetabar) = sigmoid(2 (lam + log max_sigma)).
         tb = 0.5 * jnp.logaddexp(0.0, -2.0 * (lam + jnp.log(self.max_sigma)))
         index, table = _index_table(self.thetabar_table, lam)
         return jnp.interp(tb, table, index)
 
     def in_domain(self, t):
+        """Indices in ``[-1, T]``."""
         return _index_domain(t, self.thetabar_table)
 
     def prior_std(self) -> float:
+        """``max_sigma``: sampling starts at ``mu + max_sigma z``."""
         return self.max_sigma
 
 

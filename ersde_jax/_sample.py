@@ -1,9 +1,11 @@
 """The one sampling driver: a single ``lax.scan`` over the steps of any solver.
 
-The solver supplies its per-step tables (computed once from the grid) and its step, which may call
-the network several times (``ersde_jax._solvers.base`` describes the interface); the driver owns
-everything else: keys and noise, the denoiser with its hooks, truncated backpropagation, Gaussian
-transition log-densities, the trajectory hook, the progress bar and the NFE count.
+The solver supplies its per-step tables (computed once from the :class:`~ersde_jax.Grid`) and its
+step, which may call the network several times (:class:`~ersde_jax.AbstractSolver`); the noise
+source (:class:`~ersde_jax.IndependentNoise`, :class:`~ersde_jax.BrownianNoise`) supplies each
+step's ``z`` and the adjoint (:class:`~ersde_jax.FullAdjoint`, ``RematAdjoint``,
+``TruncatedAdjoint``) the backward-pass policy. The driver owns the rest: keys, the denoiser with
+its hook, Gaussian transition log-densities, the trajectory hook, the progress bar and the NFE.
 """
 
 from __future__ import annotations
@@ -16,16 +18,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _brownian
-from ._concrete import eval_f64, is_concrete
+from ._adjoint import FullAdjoint, RematAdjoint, TruncatedAdjoint
+from ._grid import Grid, resolve_timesteps
 from ._model import Model
+from ._noise import BrownianNoise, IndependentNoise
+from ._numerics import is_concrete
 from ._prediction import Denoised
 from ._progress import report_step
-from ._timesteps import check_steps, check_timesteps, grid_is_valid, karras
+from ._solvers.base import AbstractSolver
+from ._timesteps import check_steps
 
-__all__ = ["sample", "transition_log_prob", "SampleResult", "StepInfo", "DEFAULT_STEPS"]
-
-DEFAULT_STEPS = 20
+__all__ = ["sample", "transition_log_prob", "SampleResult", "StepInfo"]
 
 
 class StepInfo(NamedTuple):
@@ -60,8 +63,11 @@ def _check_x(x_T) -> jnp.ndarray:
 
 def _per_sample_keys(key, x_T) -> bool:
     """Whether ``key`` holds one key per sample (leading axis of ``x_T``) or one for all."""
-    if key is None:
-        raise TypeError("key must be a jax.random key, got None.")
+    if not hasattr(key, "dtype") or not hasattr(key, "ndim"):
+        raise TypeError(
+            f"key must be a jax.random key (jax.random.key(seed) or PRNGKey(seed)), got "
+            f"{type(key).__name__}."
+        )
     typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
     key_ndim = key.ndim if typed else key.ndim - 1
     if not typed and (key.dtype != jnp.uint32 or key.ndim < 1 or key.shape[-1] != 2):
@@ -73,13 +79,6 @@ def _per_sample_keys(key, x_T) -> bool:
     raise ValueError(
         f"key must be a single key or one key per sample ({x_T.shape[0]}), got shape {key.shape}."
     )
-
-
-def _normal(key, step, shape, dtype, per_sample):
-    if per_sample:
-        draw = lambda k: jax.random.normal(jax.random.fold_in(k, step), shape[1:], dtype)  # noqa: E731
-        return jax.vmap(draw)(key)
-    return jax.random.normal(jax.random.fold_in(key, step), shape, dtype)
 
 
 def _broadcast_mu(mu, x_T, dtype):
@@ -95,19 +94,16 @@ def _broadcast_mu(mu, x_T, dtype):
     return mu.astype(dtype)
 
 
-def _check_grad_steps(grad_steps, steps: int) -> int | None:
-    """The number of head steps held constant (None: backpropagate through every step)."""
-    if grad_steps is None:
-        return None
-    if isinstance(grad_steps, bool) or not isinstance(grad_steps, (int, np.integer)):
-        raise TypeError(f"grad_steps must be an int or None, got {type(grad_steps).__name__}.")
-    if grad_steps < 1:
-        raise ValueError(f"grad_steps must be >= 1, got {grad_steps}.")
-    return steps - grad_steps if grad_steps < steps else None
+def _check_solver(solver) -> None:
+    if not isinstance(solver, AbstractSolver):
+        raise TypeError(
+            f"solver must be an ej.AbstractSolver (e.g. ej.er_sde(), ej.edm_heun()), got "
+            f"{type(solver).__name__}."
+        )
 
 
 def _check_gaussian(solver, what: str) -> None:
-    if not (solver.stochastic and hasattr(solver, "transition")):
+    if not (solver.stochastic and solver.gaussian):
         raise ValueError(
             f"{what} needs a stochastic solver whose step is Gaussian given the past (the "
             f"linear-kernel solvers: er_sde, mr_sde, ddim with eta > 0, euler_maruyama); "
@@ -115,23 +111,68 @@ def _check_gaussian(solver, what: str) -> None:
         )
 
 
-def _grid(path, solver, timesteps, steps):
-    """Validated grid, and whether it is traced (then checked at run time)."""
-    if timesteps is None:
-        timesteps = karras(path, steps)
-    else:
-        timesteps = check_timesteps(path, timesteps, steps)
-    traced_grid = not is_concrete(timesteps)
-    if not traced_grid and hasattr(solver, "check_grid"):
-        solver.check_grid(eval_f64(lambda t: path.sigma(t) / path.alpha(t), timesteps))
-    return timesteps, traced_grid
+def _check_s_noise(solver) -> None:
+    s_noise = getattr(solver, "s_noise", None)
+    if s_noise is not None and is_concrete(s_noise):
+        if not np.all(np.asarray(s_noise, np.float64) >= 0):
+            raise ValueError(f"s_noise must be finite and >= 0, got {s_noise}.")
+
+
+def _adjoint_from(adjoint, checkpoint: bool, grad_steps):
+    """The adjoint object, from ``adjoint`` or the ``checkpoint`` / ``grad_steps`` keywords."""
+    if adjoint is not None:
+        if checkpoint or grad_steps is not None:
+            raise ValueError("Give either adjoint or checkpoint / grad_steps, not both.")
+        if not isinstance(adjoint, (FullAdjoint, TruncatedAdjoint)):
+            raise TypeError(f"adjoint must be FullAdjoint, RematAdjoint or TruncatedAdjoint, "
+                            f"got {type(adjoint).__name__}.")
+        return adjoint
+    if grad_steps is not None:
+        if isinstance(grad_steps, bool) or not isinstance(grad_steps, (int, np.integer)):
+            raise TypeError(f"grad_steps must be an int or None, got {type(grad_steps).__name__}.")
+        if grad_steps < 1:
+            raise ValueError(f"grad_steps must be >= 1, got {grad_steps}.")
+        return TruncatedAdjoint(int(grad_steps), remat=bool(checkpoint))
+    return RematAdjoint() if checkpoint else FullAdjoint()
+
+
+def _noise_from(noise, brownian: bool):
+    if noise is not None:
+        if brownian:
+            raise ValueError("Give either noise or brownian=True, not both.")
+        if not isinstance(noise, (IndependentNoise, BrownianNoise)):
+            raise TypeError(f"noise must be IndependentNoise or BrownianNoise, got "
+                            f"{type(noise).__name__}.")
+        return noise
+    return BrownianNoise() if brownian else IndependentNoise()
+
+
+def _prepare(model, solver, steps, timesteps, noise):
+    """Checks the model, solver and grid once; returns ``(t, concrete_grid)``."""
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be an ej.Model, got {type(model).__name__}.")
+    _check_solver(solver)
+    _check_s_noise(solver)
+    solver.check_path(model.path)
+    steps, t, grid = resolve_timesteps(model.path, steps, timesteps)
+    if grid is not None:
+        if grid.alpha[0] == 0 and model.prediction in ("eps", "score"):
+            raise ValueError(
+                f"The grid starts at zero SNR (alpha = 0), where a {model.prediction!r} prediction "
+                "gives no data prediction (x0 = (x - sigma eps) / alpha): use a v-, x0- or "
+                "flow-prediction model, or start below t_max."
+            )
+        solver.check_grid(grid)
+        if solver.stochastic:
+            noise.check_grid(grid)
+    return jnp.asarray(t, jnp.result_type(float)), grid
 
 
 def sample(
     key,
     model: Model,
     x_T,
-    solver,
+    solver: AbstractSolver,
     *,
     steps: int | None = None,
     timesteps=None,
@@ -144,6 +185,8 @@ def sample(
     grad_steps: int | None = None,
     log_prob: bool = False,
     brownian: bool = False,
+    noise=None,
+    adjoint=None,
 ) -> SampleResult:
     """Runs ``solver`` from ``x_T`` along a time grid, as one ``lax.scan``.
 
@@ -158,7 +201,8 @@ def sample(
         timesteps: decreasing grid of ``steps + 1`` model times; default the Karras grid of the
             path ending at ``sigma = 0``. A traced grid is checked at run time (NaN if invalid).
         mu: the mean of a mean-reverting path (broadcast to ``x_T``); default 0.
-        cond: conditioning pytree passed to ``apply_fn``; defaults to ``mu`` when ``mu`` is given.
+        cond: conditioning pytree passed to ``apply_fn`` (never replaced by ``mu``: a network
+            conditioned on the mean declares ``Model(..., takes_mu=True)``).
         save_fn: optional ``save_fn(StepInfo) -> pytree`` whose outputs are stacked over steps.
         denoised_fn: optional transform of the data prediction ``x0_hat`` (shaped like ``x_T``)
             applied before the solver uses it, e.g. :func:`ersde_jax.guidance.dynamic_thresholding`;
@@ -179,46 +223,38 @@ def sample(
             ``log_prob`` with respect to params (or ``eta``, the grid) is that of
             ``log p(x_{i+1} | x_i, history)`` at the sampled trajectory, and ``x`` is returned
             without gradient. Linear-kernel stochastic solvers only.
-        brownian: draw each step's noise as the standardised increment of one virtual Brownian
-            motion in the clock ``log(sigma / alpha)`` (``ersde_jax._brownian``), so that a key
-            gives the same noise path at every step count and samples converge pathwise as the
-            grid is refined; costs 25 normal draws per step. The noise is not differentiated
-            with respect to the grid. Noise levels ``sigma / alpha`` must lie in
-            ``[e^-16, e^16]`` (or be 0): a ValueError for a concrete grid, NaN for a traced
-            one. Default: an independent draw per step (``fold_in``).
+        brownian: shorthand for ``noise=ej.BrownianNoise()``.
+        noise: the noise source of stochastic solvers: :class:`~ersde_jax.IndependentNoise`
+            (default, an independent draw per step) or :class:`~ersde_jax.BrownianNoise` (one
+            virtual Brownian motion in ``log(sigma / alpha)``: the same noise path at every
+            step count, pathwise convergence).
+        adjoint: the backward-pass policy: :class:`~ersde_jax.FullAdjoint` (default),
+            :class:`~ersde_jax.RematAdjoint` (``checkpoint=True``) or
+            :class:`~ersde_jax.TruncatedAdjoint` (``grad_steps``); give it or those keywords.
 
     Returns:
         A :class:`SampleResult` with the sample in ``x_T``'s dtype and the NFE made.
 
     Raises:
-        ValueError: bad grid, ``grad_steps``, or ``log_prob`` with a solver without a Gaussian
-            transition.
+        TypeError: a key that is not a ``jax.random`` key, a model or solver of the wrong type.
+        ValueError: bad grid, ``grad_steps``, ``s_noise``, or ``log_prob`` with a solver without
+            a Gaussian transition.
     """
     x_T = _check_x(x_T)
-    if steps is None:
-        steps = DEFAULT_STEPS if timesteps is None else np.shape(timesteps)[0] - 1
-    steps = check_steps(steps)
-    head = _check_grad_steps(grad_steps, steps)
+    adjoint = _adjoint_from(adjoint, checkpoint, grad_steps)
+    noise = _noise_from(noise, brownian)
+    t, grid = _prepare(model, solver, steps, timesteps, noise)
     if log_prob:
         _check_gaussian(solver, "log_prob=True")
-    path = model.path
-    if hasattr(solver, "check_path"):
-        solver.check_path(path)
-    timesteps, traced_grid = _grid(path, solver, timesteps, steps)
-    brownian = bool(brownian) and solver.stochastic
-    if brownian and not traced_grid:
-        _brownian.check_clock(eval_f64(lambda t: path.sigma(t) / path.alpha(t), timesteps))
     dtype = jnp.result_type(x_T.dtype, jnp.float32)  # bf16/f16 models keep an f32 state
     mu = _broadcast_mu(mu, x_T, dtype)
-    if cond is None and mu.ndim > 0:
-        cond = mu
     per_sample = _per_sample_keys(key, x_T) if solver.stochastic else False
     if not solver.stochastic:
         key = None
-    return _run(key, model, x_T, solver, jnp.asarray(timesteps, jnp.result_type(float)), mu, cond,
-                save_fn=save_fn, denoised_fn=denoised_fn, traced_grid=traced_grid,
-                per_sample=per_sample, progress=progress, checkpoint=checkpoint, head=head,
-                log_prob=log_prob, brownian=brownian)
+        noise = None
+    return _run(key, model, x_T, solver, t, mu, cond, save_fn=save_fn, denoised_fn=denoised_fn,
+                check_grid=grid is None, per_sample=per_sample, progress=progress,
+                adjoint=adjoint, log_prob=log_prob, noise=noise)
 
 
 def _denoiser(model, mu, cond, denoised_fn, dtype):
@@ -245,55 +281,36 @@ def _log_density(y, mean, std):
     return jnp.where(noisy, lp, 0.0)
 
 
-def _scan_tail(f, carry, xs, head):
-    """``lax.scan(f, carry, xs)``; the first ``head`` steps run on constants (no derivatives)."""
-    if head is None:
-        return jax.lax.scan(f(lambda v: v), carry, xs)
-    sg = jax.lax.stop_gradient
-    split = lambda lo, hi: jax.tree_util.tree_map(lambda a: a[lo:hi], xs)  # noqa: E731
-    carry, ys_head = jax.lax.scan(f(sg), sg(carry), sg(split(0, head)))
-    carry, ys_tail = jax.lax.scan(f(lambda v: v), sg(carry), split(head, None))
-    return carry, jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), ys_head, ys_tail)
-
-
 @functools.partial(
     jax.jit,
-    static_argnames=(
-        "save_fn", "denoised_fn", "traced_grid", "per_sample", "progress", "checkpoint", "head",
-        "log_prob", "brownian",
-    ),
+    static_argnames=("save_fn", "denoised_fn", "check_grid", "per_sample", "progress", "adjoint",
+                     "log_prob", "noise"),
 )
-def _run(key, model, x_T, solver, t, mu, cond, *, save_fn, denoised_fn, traced_grid, per_sample,
-         progress, checkpoint, head, log_prob, brownian):
-    """The compiled sampler: the solver's tables for the whole grid, then one ``lax.scan``."""
+def _run(key, model, x_T, solver, t, mu, cond, *, save_fn, denoised_fn, check_grid, per_sample,
+         progress, adjoint, log_prob, noise):
+    """The compiled sampler: the grid and the solver's tables once, then one ``lax.scan``."""
     dtype = mu.dtype
-    path = model.path
-    tables = solver.tables(path, t, dtype)
-    steps = t.shape[0] - 1
-    stochastic = solver.stochastic
+    grid = Grid.on(model.path, t)
+    tables = solver.tables(model.path, grid, dtype)
+    steps = grid.steps
     y0 = x_T.astype(dtype) - mu
-    rho = path.sigma(t) / path.alpha(t)
-    if brownian:
-        clock = _brownian.clock(rho)
-        w0 = _brownian.start(key, clock[0], y0.shape, dtype, per_sample)
-        xs = (jnp.arange(steps), tables, (clock[:-1], clock[1:]))
+    if noise is None:
+        noise_state, noise_inputs = None, None
     else:
-        w0 = None
-        xs = (jnp.arange(steps), tables, None)
+        noise_state, noise_inputs = noise.init(key, grid, y0.shape, dtype, per_sample)
 
     def make_body(const):
-        """The step body; ``const`` maps everything it closes over (stop_gradient in the head)."""
+        """The step body; ``const`` maps everything it closes over (stop_gradient in a head)."""
         model_, solver_, mu_, cond_ = const((model, solver, mu, cond))
         denoise = _denoiser(model_, mu_, cond_, denoised_fn, dtype)
 
         def body(carry, inputs):
-            y, state, w = carry
-            i, row, interval = inputs
+            y, state, noise_state = carry
+            i, row, noise_input = inputs
             z = None
-            if brownian:
-                z, w = _brownian.increment(key, *interval, w, y.shape, dtype, per_sample)
-            elif stochastic:
-                z = _normal(key, i, y.shape, dtype, per_sample)
+            if noise is not None:
+                z, noise_state = noise.draw(key, noise_input, noise_state, y.shape, dtype,
+                                            per_sample)
             lp = None
             if log_prob:
                 # States are data; past predictions keep their dependence on the params.
@@ -308,26 +325,27 @@ def _run(key, model, x_T, solver, t, mu, cond, *, save_fn, denoised_fn, traced_g
             saved = None
             if save_fn is not None:
                 saved = save_fn(StepInfo(i, out.t, y + mu_, out.denoised.x0 + mu_, y_next + mu_))
-            return (y_next, state, w), (jnp.asarray(out.nfe, jnp.int32), lp, saved)
+            return (y_next, state, noise_state), (jnp.asarray(out.nfe, jnp.int32), lp, saved)
 
-        return jax.checkpoint(body) if checkpoint else body
+        return body
 
-    carry = (y0, solver.init(y0), w0)
-    (y, _, _), (nfe, lp, saved) = _scan_tail(make_body, carry, xs, head)
+    carry = (y0, solver.init(y0), noise_state)
+    xs = (jnp.arange(steps), tables, noise_inputs)
+    (y, _, _), (nfe, lp, saved) = adjoint.scan(make_body, carry, xs)
     x = (y + mu).astype(x_T.dtype)
     if log_prob:
         x = jax.lax.stop_gradient(x)
-    if traced_grid:
-        valid = grid_is_valid(t)
-        if brownian:
-            valid = valid & _brownian.clock_is_valid(rho)
+    if check_grid:
+        valid = grid.is_valid()
+        if noise is not None:
+            valid = valid & noise.grid_is_valid(grid)
         x = jnp.where(valid, x, jnp.nan)
     return SampleResult(x, saved, jnp.all(jnp.isfinite(x)), jnp.sum(nfe), lp)
 
 
 def transition_log_prob(
     model: Model,
-    solver,
+    solver: AbstractSolver,
     trajectory,
     *,
     timesteps=None,
@@ -362,24 +380,18 @@ def transition_log_prob(
     trajectory = _check_x(trajectory)
     if trajectory.ndim < 2:
         raise ValueError("trajectory must have a leading step axis and a batch axis.")
+    t, _ = _prepare(model, solver, check_steps(trajectory.shape[0] - 1), timesteps,
+                    IndependentNoise())
     _check_gaussian(solver, "transition_log_prob")
-    steps = check_steps(trajectory.shape[0] - 1)
-    path = model.path
-    if hasattr(solver, "check_path"):
-        solver.check_path(path)
-    timesteps, _ = _grid(path, solver, timesteps, steps)
     dtype = jnp.result_type(trajectory.dtype, jnp.float32)
     mu = _broadcast_mu(mu, trajectory[0], dtype)
-    if cond is None and mu.ndim > 0:
-        cond = mu
-    return _rescore(model, solver, trajectory, jnp.asarray(timesteps, jnp.result_type(float)), mu,
-                    cond, denoised_fn=denoised_fn)
+    return _rescore(model, solver, trajectory, t, mu, cond, denoised_fn=denoised_fn)
 
 
 @functools.partial(jax.jit, static_argnames=("denoised_fn",))
 def _rescore(model, solver, trajectory, t, mu, cond, *, denoised_fn):
     dtype = mu.dtype
-    tables = solver.tables(model.path, t, dtype)
+    tables = solver.tables(model.path, Grid.on(model.path, t), dtype)
     denoise = _denoiser(model, mu, cond, denoised_fn, dtype)
     ys = trajectory.astype(dtype) - mu
 

@@ -6,14 +6,13 @@ import functools
 
 import numpy as np
 
-from ._concrete import is_concrete
 from ._model import Model
+from ._numerics import is_concrete
 from ._sample import sample
 from ._solvers.er_sde import er_sde
 from ._solvers.mr import mr_ode, mr_sde
 from ._timesteps import (
     check_steps,
-    check_timesteps,
     karras,
     karras_t,
     leading,
@@ -65,7 +64,8 @@ def ersde_sample(
         riemann_points: reproduce the release's N-point Riemann sums instead of quadrature.
         noise_scale_params: parameters of a callable ``phi(rho, params)``.
         mu: mean of a mean-reverting path (the solver then acts on ``x - mu``); default 0.
-        cond: conditioning passed to ``apply_fn`` (defaults to ``mu`` when given).
+        cond: conditioning passed to ``apply_fn`` (a network that reads ``mu`` declares
+            ``Model(..., takes_mu=True)``).
         progress: show a progress bar from inside the compiled sampler.
 
     Returns:
@@ -153,7 +153,9 @@ def mr_sample(
             (the noise-parameterized update would divide by zero there).
         thresholding: dynamic thresholding of the data prediction (data parameterization only).
         threshold_ratio, threshold_max: its quantile and largest threshold.
-        cond: conditioning passed to ``apply_fn``; defaults to ``mu``.
+        cond: conditioning passed to ``apply_fn``. The bundled restoration model and the exact
+            test denoisers read ``mu`` itself (``Model(..., takes_mu=True)``); a network that
+            takes the degraded image as ``cond`` needs ``cond=mu``.
         third_order: "taylor" (default) or "release" weight of the second difference in the
             third-order ODE solver; the published ("release") weight makes it second order.
         progress: show a progress bar from inside the compiled sampler.
@@ -171,10 +173,9 @@ def mr_sample(
     mr = make(order, parameterization, **kwargs)
     if timesteps is None:
         timesteps = mr_grid(model.path, steps, time_schedule, lambda_min)
-    if denoise_last:
-        timesteps = check_timesteps(model.path, timesteps, steps)
+    if denoise_last:  # the grid is validated once, by sample
         if is_concrete(timesteps):
-            timesteps = np.append(timesteps[:-1], model.path.t_clean)
+            timesteps = np.append(np.asarray(timesteps, np.float64)[:-1], model.path.t_clean)
         else:
             timesteps = timesteps.at[-1].set(model.path.t_clean)
     denoised_fn = None

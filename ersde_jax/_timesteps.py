@@ -9,15 +9,14 @@ denoising step.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from ._concrete import eval_f64
+from ._numerics import eval_f64
 from ._path import GaussianPath
 
 __all__ = [
-    "karras", "karras_t", "uniform_t", "uniform_lambda", "leading", "trailing", "check_steps",
-    "check_timesteps",
+    "karras", "karras_t", "uniform_t", "shifted_uniform_t", "uniform_lambda", "leading",
+    "trailing", "check_steps", "check_timesteps",
 ]
 
 
@@ -33,6 +32,12 @@ def _from_lambda(path: GaussianPath, lam: np.ndarray, lambda_min: float | None) 
 def _lambda_range(path: GaussianPath, lambda_min: float | None) -> tuple[float, float]:
     lam_hi = float(eval_f64(path.lam, path.t_min))
     lam_lo = float(eval_f64(path.lam, path.t_max))
+    if lam_lo == -np.inf and lambda_min is None:
+        raise ValueError(
+            "The path starts at zero SNR (alpha(t_max) = 0), where grids spaced in rho or lambda "
+            "are undefined: give lambda_min, or use a grid in model time (uniform_t, "
+            "shifted_uniform_t, trailing), or the default grid."
+        )
     if lambda_min is not None:
         if not lambda_min < lam_hi:
             raise ValueError(
@@ -89,6 +94,32 @@ def uniform_t(path: GaussianPath, steps: int, *, end: str = "clean") -> np.ndarr
     return _finish(path, np.linspace(path.t_max, path.t_min, n), end)
 
 
+def shifted_uniform_t(path: GaussianPath, steps: int, *, shift: float = 3.0, end: str = "clean"
+                      ) -> np.ndarray:
+    """Uniform model time warped by ``t' = s t / (1 + (s - 1) t)`` (SD3, Esser et al. 2024).
+
+    Meant for flow paths (model time in ``[0, 1]``): ``shift > 1`` spends more steps at high noise.
+    The uniform points run from ``t_max`` to ``t_min``; the warp maps ``[0, 1]`` onto itself, so
+    the ends are kept when they are 0 and 1.
+
+    Args:
+        path: the Gaussian path (continuous, model time in ``[0, 1]``).
+        steps: number of network evaluations.
+        shift: the warp ``s`` (3 in SD3; 1 is :func:`uniform_t`).
+        end: "clean" or "t_min", as in :func:`karras`.
+    """
+    if not (np.isfinite(shift) and shift > 0):
+        raise ValueError(f"shift must be finite and > 0, got {shift}.")
+    if path.is_discrete or not 0.0 <= path.t_min < path.t_max <= 1.0:
+        raise ValueError("shifted_uniform_t needs a continuous path with model time in [0, 1].")
+    n = _eval_points(steps, end)
+    u = np.linspace(path.t_max, path.t_min, n)
+    t = shift * u / (1.0 + (shift - 1.0) * u)
+    t = np.clip(t, path.t_min, path.t_max)
+    t[0] = path.t_max
+    return _finish(path, t, end)
+
+
 def uniform_lambda(
     path: GaussianPath, steps: int, *, lambda_min: float | None = None, end: str = "clean"
 ) -> np.ndarray:
@@ -117,7 +148,7 @@ def karras_t(path: GaussianPath, steps: int, *, rho: float = 7.0, end: str = "cl
 
 def _discrete_range(path: GaussianPath, steps: int, name: str) -> int:
     n_train = int(round(path.t_max - path.t_min)) + 1
-    if path.t_clean != path.t_min - 1 or n_train < 2:
+    if not path.is_discrete or n_train < 2:
         raise ValueError(f"The {name!r} schedule needs a discrete path (vp_discrete, ir_sde).")
     if steps > n_train:
         raise ValueError(
@@ -154,9 +185,9 @@ def check_timesteps(path: GaussianPath, timesteps, steps: int):
     """Validates a user grid and returns it as an array (numpy when concrete).
 
     Shape is always checked. Values are checked when concrete: finite, strictly decreasing,
-    inside the path's domain, and ``sigma > 0`` at every evaluation point (only the last point
-    may be the clean time ``sigma = 0``). A traced grid is checked at run time by the sampler,
-    which returns NaN rather than a silently wrong sample.
+    inside the path's domain, not above ``t_max``, and ``sigma > 0`` at every evaluation point
+    (only the last point may be the clean time ``sigma = 0``). A traced grid is checked at run
+    time by the sampler, which returns NaN rather than a silently wrong sample.
     """
     shape = np.shape(timesteps)
     if shape != (steps + 1,):
@@ -175,6 +206,11 @@ def check_timesteps(path: GaussianPath, timesteps, steps: int):
         raise ValueError(f"timesteps must be strictly decreasing, got {ts}.")
     if not np.all(path.in_domain(ts)):
         raise ValueError(f"timesteps {ts[~path.in_domain(ts)]} lie outside the path's domain.")
+    if ts[0] > path.t_max * (1 + 1e-12) + 1e-12:
+        raise ValueError(
+            f"timesteps start at {ts[0]}, above the path's t_max = {path.t_max} (where sampling "
+            "starts and x_T is drawn); build the path with a larger t_max to start higher."
+        )
     sigma = eval_f64(path.sigma, ts[:-1])
     if np.any(sigma <= 0):
         raise ValueError(
@@ -182,9 +218,3 @@ def check_timesteps(path: GaussianPath, timesteps, steps: int):
             f"at every other one, got {ts}."
         )
     return ts
-
-
-def grid_is_valid(timesteps) -> jnp.ndarray:
-    """Traced check used for grids that could not be validated before tracing."""
-    dt = jnp.diff(timesteps)
-    return jnp.all(jnp.isfinite(timesteps)) & jnp.all(dt < 0)

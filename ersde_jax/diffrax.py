@@ -11,7 +11,7 @@ first order in ``d rho``, the SDE in the time variable ``rho``
     dy = (phi'(rho) / phi(rho)) (y - x0c(rho)) d rho + rho sqrt(2 (log g)'(rho)) dW,
 
 where ``g = phi / rho``, ``x0c(rho) = x0_hat - mu`` is the model's data prediction at model time
-``t = path.t_from_lambda(-log rho)``, and ``phi'/phi = 1/rho + (log g)'``. The solve runs
+``t = path.t_from_rho(rho)``, and ``phi'/phi = 1/rho + (log g)'``. The solve runs
 *backwards* in ``rho``, from ``rho_max`` down to ``rho_min > 0`` (``t0 = rho_max``,
 ``t1 = rho_min``, ``dt0 < 0``); over a step from ``rho_s`` to ``rho_t`` the injected variance is
 ``2 rho (rho phi'/phi - 1) |d rho| = rho_t^2 - rho_s^2 r^2 + O(d rho^2)``, ``r = phi(rho_t) /
@@ -41,10 +41,10 @@ import jax.numpy as jnp
 import lineax as lx
 import numpy as np
 
-from ._concrete import is_concrete
 from ._model import Model
 from ._noise_scale import NoiseScale, check_noise_scale
 from ._noise_scale import noise_scale as _noise_scale
+from ._numerics import is_concrete
 from ._path import GaussianPath
 
 __all__ = ["er_sde_terms", "pf_ode_term", "to_state", "from_state", "denoise_state"]
@@ -54,13 +54,8 @@ def _mu(mu, dtype):
     return jnp.zeros((), dtype) if mu is None else jnp.asarray(mu, dtype)
 
 
-def _cond(mu, cond):
-    # As ej.sample: conditioning defaults to mu when mu is given.
-    return mu if cond is None else cond
-
-
 def _rho_time(path: GaussianPath, rho):
-    t = path.t_from_lambda(-jnp.log(rho))
+    t = path.t_from_rho(rho)
     return t, path.alpha(t), path.sigma(t)
 
 
@@ -131,7 +126,7 @@ def pf_ode_term(model: Model, *, mu=None, cond=None) -> diffrax.ODETerm:
     Args:
         model: the :class:`~ersde_jax.Model`.
         mu: mean of a mean-reverting path (broadcastable to the state); default 0.
-        cond: conditioning pytree for ``apply_fn``; defaults to ``mu`` when ``mu`` is given.
+        cond: conditioning pytree for ``apply_fn`` (never replaced by ``mu``).
 
     Returns:
         A ``diffrax.ODETerm`` over the time variable ``rho``.
@@ -139,7 +134,7 @@ def pf_ode_term(model: Model, *, mu=None, cond=None) -> diffrax.ODETerm:
     if not isinstance(model, Model):
         raise TypeError(f"model must be an ersde_jax.Model, got {type(model)}.")
     mu_arr = _mu(mu, jnp.result_type(float))
-    return diffrax.ODETerm(_PFODEDrift(model, mu_arr, _cond(mu, cond)))
+    return diffrax.ODETerm(_PFODEDrift(model, mu_arr, cond))
 
 
 def er_sde_terms(
@@ -174,7 +169,7 @@ def er_sde_terms(
         rho_max, rho_min: the interval of the solve, ``0 < rho_min < rho_max``.
         eta: stochasticity, ``>= 0``.
         mu: mean of a mean-reverting path (broadcastable to ``shape``); default 0.
-        cond: conditioning pytree for ``apply_fn``; defaults to ``mu`` when ``mu`` is given.
+        cond: conditioning pytree for ``apply_fn`` (never replaced by ``mu``).
         dtype: dtype of the Brownian motion; default the default float dtype.
         tol: tolerance of the Brownian tree; default ``1e-3 * rho_min``.
 
@@ -196,7 +191,6 @@ def er_sde_terms(
     check_noise_scale(scale, eta, grid)
     dtype = dtype or jnp.result_type(float)
     mu_arr = _mu(mu, dtype)
-    cond = _cond(mu, cond)
     eta = jnp.asarray(eta, dtype)
     if tol is None:
         tol = 1e-3 * rho_min
@@ -238,7 +232,7 @@ def from_state(path: GaussianPath, y, rho, mu=None):
         mu: mean of a mean-reverting path; default 0.
     """
     rho = jnp.asarray(rho, y.dtype)
-    alpha = path.alpha(path.t_from_lambda(-jnp.log(rho)))
+    alpha = path.alpha(path.t_from_rho(rho))
     return _mu(mu, y.dtype) + alpha * y
 
 
@@ -250,4 +244,4 @@ def denoise_state(model: Model, y, rho, *, mu=None, cond=None):
     """
     rho = jnp.asarray(rho, y.dtype)
     mu_arr = _mu(mu, y.dtype)
-    return mu_arr + _x0c(model, rho, y, mu_arr, _cond(mu, cond))
+    return mu_arr + _x0c(model, rho, y, mu_arr, cond)

@@ -64,28 +64,19 @@ except ImportError as error:  # pragma: no cover - exercised only without flax
     ) from error
 
 from ._model import Model
-from ._path import EDM, IRSDE, GaussianPath, VPDiscrete
+from ._path import GaussianPath
 
 __all__ = ["TIME_INPUTS", "from_linen", "from_nnx"]
 
 TIME_INPUTS = ("model", "sigma", "edm", "continuous", "discrete")
 
-_DISCRETE_PATHS = (VPDiscrete, IRSDE)
-
-
-def _num_indices(path) -> int:
-    """Number of training-step indices ``N`` of a discrete path (model time ``0 .. N-1``)."""
-    table = path.log_abar_table if isinstance(path, VPDiscrete) else path.thetabar_table
-    return len(table)
-
-
 def _check_continuous(path, time_input):
-    if isinstance(path, EDM):
+    if path.variance_exploding:
         raise ValueError(
             f"time_input={time_input!r} does not apply to the edm path, whose model time is "
             "sigma: use time_input='model', 'sigma' or 'edm'."
         )
-    if isinstance(path, _DISCRETE_PATHS):
+    if path.is_discrete:
         raise ValueError(
             f"time_input={time_input!r} needs a continuous path; {type(path).__name__} is "
             "discrete (model time is the index): use time_input='discrete' or 'model'."
@@ -102,13 +93,13 @@ def _time_fn(path, time_input: str, num_train_steps) -> Callable:
     if time_input == "model":
         return lambda t: t
     if time_input == "sigma":
-        return lambda t: path.sigma(t) / path.alpha(t)
+        return path.rho
     if time_input == "continuous":
         _check_continuous(path, time_input)
         return lambda t: t
     # "discrete"
-    if isinstance(path, _DISCRETE_PATHS):
-        n = _num_indices(path)
+    if path.is_discrete:
+        n = path.num_indices
         if num_train_steps is not None and num_train_steps != n:
             raise ValueError(
                 f"num_train_steps={num_train_steps} differs from the {n} steps of the "
@@ -133,7 +124,7 @@ def _check_options(path, prediction, time_input, batch_time, learned_variance, s
     if time_input not in TIME_INPUTS:
         raise ValueError(f"Unknown time_input {time_input!r}; expected one of {TIME_INPUTS}.")
     if time_input == "edm":
-        if not isinstance(path, EDM):
+        if not path.variance_exploding:
             raise ValueError(
                 "time_input='edm' (EDM preconditioning) needs the variance-exploding path "
                 f"ej.paths.edm(), got {type(path).__name__}."

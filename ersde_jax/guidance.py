@@ -3,9 +3,9 @@
 Each transform returns a new :class:`~ersde_jax.Model`, so any sampler runs it unchanged; its
 hyperparameters live in the new model's ``params`` (traced, differentiable).
 
-A transform sees the network's input ``x`` and time ``t`` but not the sampler's mean ``mu``; it
-converts predictions with ``mu = 0``. On a mean-reverting path (:func:`ersde_jax.paths.ir_sde`)
-the transforms that would need ``mu`` raise a ``ValueError`` when they are built.
+A transform that converts predictions receives the sampler's mean ``mu`` (its model has
+``takes_mu=True``), so every transform works on mean-reverting paths too
+(:func:`ersde_jax.paths.ir_sde`); ``cond`` is passed through untouched.
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._concrete import is_concrete
 from ._model import Model
-from ._path import IRSDE
+from ._numerics import is_concrete
 
 __all__ = ["classifier_free", "classifier_guidance", "dynamic_thresholding", "thresholded"]
 
@@ -28,17 +27,6 @@ __all__ = ["classifier_free", "classifier_guidance", "dynamic_thresholding", "th
 def _check_model(name: str, model) -> None:
     if not isinstance(model, Model):
         raise TypeError(f"{name}: model must be an ej.Model, got {type(model).__name__}.")
-
-
-def _check_without_mu(name: str, model: Model, mu_free: tuple[str, ...], target: str,
-                      advice: str) -> None:
-    """Rejects a mean-reverting model whose ``target`` prediction depends on ``mu``."""
-    if isinstance(model.path, IRSDE) and model.prediction not in mu_free:
-        raise ValueError(
-            f"{name}: on a mean-reverting path (ej.paths.ir_sde), turning a "
-            f"{model.prediction!r} prediction into {target} needs the mean mu, which a model "
-            f"transform does not see. {advice}"
-        )
 
 
 def _check_threshold(ratio, max_value) -> None:
@@ -52,9 +40,10 @@ def _coefficients(path, t, dtype):
     return jnp.asarray(path.alpha(t), dtype), jnp.asarray(path.sigma(t), dtype)
 
 
-def _predictions(model: Model, net_params, x, t, alpha, sigma, cond):
-    """``model``'s network called once at ``(x, t)`` (``Model.denoise`` with mu = 0)."""
-    return dataclasses.replace(model, params=net_params).denoise(x, t, alpha, sigma, 0.0, cond)
+def _predictions(model: Model, net_params, x, t, alpha, sigma, cond, mu):
+    """``model``'s network called once at ``(x, t)``: centred ``(x0_hat - mu, eps_hat)``."""
+    inner = dataclasses.replace(model, params=net_params)
+    return inner.denoise(x - mu, t, alpha, sigma, mu, cond)
 
 
 def _check_uncond(cond, uncond) -> None:
@@ -107,16 +96,17 @@ def classifier_free(model: Model, scale, uncond: Any) -> Model:
         raise ValueError("classifier_free: uncond (the null conditioning) must not be None.")
     inner = model.apply_fn
 
-    def apply_fn(params, x, t, cond):
+    def apply_fn(params, x, t, cond, *mu):
         net_params, w, null = params
         _check_uncond(cond, null)
         both = jax.tree_util.tree_map(lambda c, u: jnp.concatenate([c, u]), cond, null)
-        out = inner(net_params, jnp.concatenate([x, x]), t, both)
+        doubled = (jnp.concatenate([jnp.broadcast_to(m, x.shape)] * 2) for m in mu)
+        out = inner(net_params, jnp.concatenate([x, x]), t, both, *doubled)
         out_c, out_u = jnp.split(out, 2)
         return out_u + w * (out_c - out_u)
 
     return Model(apply_fn, (model.params, scale, uncond), path=model.path,
-                 prediction=model.prediction)
+                 prediction=model.prediction, takes_mu=model.takes_mu)
 
 
 def classifier_guidance(model: Model, log_prob_fn: Callable, classifier_params: Any, scale
@@ -127,8 +117,7 @@ def classifier_guidance(model: Model, log_prob_fn: Callable, classifier_params: 
     (equivalently ``x0_hat += scale sigma^2 / alpha grad``). The guided model predicts eps.
 
     Args:
-        model: the diffusion model. On a mean-reverting path it must predict "eps" or "score"
-            (the other outputs give eps only with the sampler's ``mu``).
+        model: the diffusion model (any path and prediction).
         log_prob_fn: ``log_prob_fn(classifier_params, x, t, cond) -> (B,)`` log-probabilities of
             the requested classes (taken from ``cond``) at noisy ``x`` and model time ``t``.
         classifier_params: the classifier's parameters.
@@ -140,7 +129,6 @@ def classifier_guidance(model: Model, log_prob_fn: Callable, classifier_params: 
     Raises:
         TypeError: if ``model`` is not a :class:`~ersde_jax.Model` or ``log_prob_fn`` is not
             callable.
-        ValueError: for a mean-reverting model that predicts neither "eps" nor "score".
 
     Example:
         >>> clf = ej.pretrained.digits_classifier()
@@ -153,18 +141,16 @@ def classifier_guidance(model: Model, log_prob_fn: Callable, classifier_params: 
     if not callable(log_prob_fn):
         raise TypeError(f"classifier_guidance: log_prob_fn must be callable, got "
                         f"{type(log_prob_fn).__name__}.")
-    _check_without_mu("classifier_guidance", model, ("eps", "score"), "eps",
-                      "Guide a model that predicts 'eps' or 'score'.")
 
-    def apply_fn(params, x, t, cond):
+    def apply_fn(params, x, t, cond, mu):
         net_params, c_params, s = params
         alpha, sigma = _coefficients(model.path, t, x.dtype)
-        eps = _predictions(model, net_params, x, t, alpha, sigma, cond).eps
+        eps = _predictions(model, net_params, x, t, alpha, sigma, cond, mu).eps
         grad = jax.grad(lambda z: jnp.sum(log_prob_fn(c_params, z, t, cond)))(x)
         return eps - s * sigma * grad.astype(x.dtype)
 
     return Model(apply_fn, (model.params, classifier_params, scale), path=model.path,
-                 prediction="eps")
+                 prediction="eps", takes_mu=True)
 
 
 def dynamic_thresholding(x0, ratio: float = 0.995, max_value: float = 1.0):
@@ -203,8 +189,7 @@ def thresholded(model: Model, ratio=0.995, max_value=float("inf")) -> Model:
     is Imagen's dynamic thresholding; ``max_value = 1`` is static clipping to ``[-1, 1]``.
 
     Args:
-        model: the diffusion model, for data in ``[-1, 1]``. On a mean-reverting path it must
-            predict "x0" (the other outputs give ``x0_hat`` only with the sampler's ``mu``).
+        model: the diffusion model, for data in ``[-1, 1]`` (any path and prediction).
         ratio: the quantile of ``|x0_hat|`` per sample, in (0, 1] (traced).
         max_value: the largest threshold ``s``, >= 1 (traced).
 
@@ -213,24 +198,19 @@ def thresholded(model: Model, ratio=0.995, max_value=float("inf")) -> Model:
 
     Raises:
         TypeError: if ``model`` is not a :class:`~ersde_jax.Model`.
-        ValueError: for a concrete ``ratio`` outside (0, 1] or ``max_value`` below 1, or a
-            mean-reverting model that does not predict "x0".
+        ValueError: for a concrete ``ratio`` outside (0, 1] or ``max_value`` below 1.
 
     Example:
         >>> x = ej.ersde_sample(key, ej.guidance.thresholded(model, 0.995), x_T)
     """
     _check_model("thresholded", model)
     _check_threshold(ratio, max_value)
-    _check_without_mu(
-        "thresholded", model, ("x0",), "x0",
-        "Threshold inside the sampler instead: ej.mr_sample(..., thresholding=True) or "
-        "ej.sample(..., denoised_fn=ej.guidance.dynamic_thresholding).",
-    )
 
-    def apply_fn(params, x, t, cond):
+    def apply_fn(params, x, t, cond, mu):
         net_params, p, s_max = params
         alpha, sigma = _coefficients(model.path, t, x.dtype)
-        x0 = _predictions(model, net_params, x, t, alpha, sigma, cond).x0
+        x0 = _predictions(model, net_params, x, t, alpha, sigma, cond, mu).x0 + mu
         return dynamic_thresholding(x0, p, s_max).astype(x.dtype)
 
-    return Model(apply_fn, (model.params, ratio, max_value), path=model.path, prediction="x0")
+    return Model(apply_fn, (model.params, ratio, max_value), path=model.path, prediction="x0",
+                 takes_mu=True)

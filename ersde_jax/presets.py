@@ -37,11 +37,11 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from ._concrete import eval_f64, is_concrete
 from ._noise_scale import NoiseScale, noise_scale
+from ._numerics import eval_f64, is_concrete
 from ._path import GaussianPath
 
-__all__ = ["Preset", "NOISE_BASIS", "PRESETS", "get", "mixed_noise_scale", "rho_timesteps"]
+__all__ = ["Preset", "NOISE_BASIS", "PRESETS", "get", "mixed_noise_scale"]
 
 NOISE_BASIS = ("sde", "er_sde_1", "er_sde_2", "er_sde_3", "er_sde_4", "er_sde_5")
 
@@ -80,17 +80,6 @@ def mixed_noise_scale(weights) -> NoiseScale:
     return NoiseScale(_mixed_log_g, jnp.asarray(weights), name="mixed", known_valid=True)
 
 
-def rho_timesteps(path: GaussianPath, rho):
-    """Model times of the noise levels ``rho = sigma / alpha`` (0 maps to the clean time).
-
-    Differentiable in ``rho`` (the zero entries get zero gradient).
-    """
-    rho = jnp.asarray(rho)
-    positive = rho > 0
-    safe = jnp.where(positive, rho, 1.0)
-    return jnp.where(positive, path.t_from_lambda(-jnp.log(safe)), path.t_clean)
-
-
 class Preset(NamedTuple):
     """A tuned ER-SDE-Solver setting.
 
@@ -125,11 +114,11 @@ class Preset(NamedTuple):
         Raises:
             ValueError: when sampling on ``path`` does not start at the preset's ``rho[0]``.
         """
-        rho_start = float(eval_f64(lambda t: path.sigma(t) / path.alpha(t), path.t_max))
+        rho_start = float(eval_f64(path.rho, path.t_max))
         if not np.isclose(rho_start, self.rho[0], rtol=1e-6):
             raise ValueError(f"Preset {self.name!r} starts at rho = {self.rho[0]}, but the path "
                              f"starts at sigma/alpha = {rho_start:.6g}.")
-        t = eval_f64(lambda r: rho_timesteps(path, r), self.rho).copy()
+        t = eval_f64(path.t_from_rho, self.rho).copy()
         t[0] = path.t_max  # exactly where sampling starts
         return t
 

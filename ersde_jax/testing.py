@@ -16,9 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._concrete import eval_f64
+from ._grid import Grid
 from ._model import Model
+from ._numerics import eval_f64
 from ._path import GaussianPath
+from ._solvers.base import data_target
 
 __all__ = [
     "GaussianMixture", "mixture_posterior_mean", "mixture_model", "mixture_sample",
@@ -42,32 +44,33 @@ def mixture_posterior_mean(mixture: GaussianMixture, x, alpha, sigma, mu=0.0):
         x: array (..., D).
         alpha, sigma: path coefficients (scalars).
         mu: the path's mean, broadcastable to ``x``.
+
+    Written without dividing by ``alpha``: exact at ``alpha = 0`` (the data mean) too.
     """
     w, m, s = mixture
-    y = (x - mu) / alpha
-    c2 = (sigma / alpha) ** 2
+    y = x - mu
     m_c = m - jnp.broadcast_to(mu, x.shape)[..., None, :]  # (..., K, D)
-    var = s**2 + c2  # (K,)
-    diff = y[..., None, :] - m_c
+    var = alpha**2 * s**2 + sigma**2  # (K,) variance of y given the component
+    diff = y[..., None, :] - alpha * m_c
     dim = x.shape[-1]
     logits = jnp.log(w) - 0.5 * dim * jnp.log(var) - 0.5 * jnp.sum(diff**2, -1) / var
     pi = jax.nn.softmax(logits, axis=-1)
-    comp = m_c + (s**2 / var)[:, None] * diff
+    comp = m_c + (alpha * s**2 / var)[:, None] * diff
     return mu + jnp.sum(pi[..., None] * comp, axis=-2)
 
 
 def mixture_model(mixture: GaussianMixture, path: GaussianPath) -> Model:
     """The exact denoiser of ``mixture`` as a data-predicting :class:`Model`.
 
-    The mixture is the model's ``params`` (so gradients flow into it). If ``cond`` is an array it
-    is read as the path's ``mu`` (as mean-reverting samplers pass it).
+    The mixture is the model's ``params`` (so gradients flow into it); the model reads the
+    sampler's ``mu`` (``takes_mu=True``; 0 when called without it) and ignores ``cond``.
     """
 
-    def apply_fn(params, x, t, cond):
-        mu = 0.0 if cond is None else cond
+    def apply_fn(params, x, t, cond, mu=0.0):
+        del cond
         return mixture_posterior_mean(params, x, path.alpha(t), path.sigma(t), mu)
 
-    return Model(apply_fn, mixture, path=path, prediction="x0")
+    return Model(apply_fn, mixture, path=path, prediction="x0", takes_mu=True)
 
 
 def mixture_sample(key, mixture: GaussianMixture, n: int):
@@ -100,7 +103,7 @@ def gaussian_sampler_moments(solver, path: GaussianPath, timesteps, mean, std, x
     sampler exactly (per coordinate; ``mu = 0``). Computed in float64 numpy.
 
     Args:
-        solver: a solver with ``coefficients(alpha, sigma)`` and ``target`` ("x0" or "eps").
+        solver: an :class:`~ersde_jax.AbstractLinearMultistep` solver.
         path: the path; ``timesteps`` its grid of model times.
         mean: data mean per coordinate (scalar or array); ``std``: data standard deviation.
         x_T_mean, x_T_std: law of the starting state per coordinate.
@@ -111,12 +114,12 @@ def gaussian_sampler_moments(solver, path: GaussianPath, timesteps, mean, std, x
     ts = np.asarray(timesteps, np.float64)
     alpha, sigma = eval_f64(path.alpha, ts), eval_f64(path.sigma, ts)
     with jax.enable_x64(True):
-        coefs = solver.coefficients(jnp.asarray(alpha), jnp.asarray(sigma))
+        coefs = solver.coefficients(Grid.from_values(jnp.asarray(alpha), jnp.asarray(sigma)))
         c_x, w, c_z = (np.asarray(v, np.float64) for v in coefs)
     mean = np.asarray(mean, np.float64)
     a, s = alpha[:-1], sigma[:-1]
     k = std**2 * a / (a**2 * std**2 + s**2)  # x0_hat = m + k (y - alpha m)
-    if solver.target == "x0":
+    if solver.target is data_target:
         gain, offset = k, 1.0 - k * a
     else:  # eps_hat = (y - alpha x0_hat) / sigma
         gain, offset = (1.0 - a * k) / s, -a * (1.0 - k * a) / s

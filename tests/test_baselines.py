@@ -40,7 +40,7 @@ def _coefficients(path, ts):
 
 @jax.jit
 def _jit_coefficients(solver, alpha, sigma):
-    return solver.coefficients(alpha, sigma)
+    return solver.coefficients(ej.Grid.from_values(alpha, sigma))
 
 
 class _Jitted:
@@ -50,8 +50,8 @@ class _Jitted:
     def __init__(self, solver):
         self.solver, self.target = solver, solver.target
 
-    def coefficients(self, alpha, sigma):
-        return _jit_coefficients(self.solver, alpha, sigma)
+    def coefficients(self, grid):
+        return _jit_coefficients(self.solver, grid.alpha, grid.sigma)
 
 
 def _discrete_law(solver, path, ts, mean):

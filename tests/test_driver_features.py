@@ -117,9 +117,9 @@ def test_log_prob_is_the_gaussian_density_of_each_transition(solver):
                         save_fn=lambda info: (info.x, info.denoised, info.x_next))
         x, x0, x_next = (np.asarray(v) for v in res.saved)
         alpha, sigma = path.alpha(jnp.asarray(ts)), path.sigma(jnp.asarray(ts))
-        c = solver.coefficients(alpha, sigma)
-        q = x0 if solver.target == "x0" else (x - alpha[:-1, None, None] * x0) / sigma[:-1,
-                                                                                      None, None]
+        c = solver.coefficients(ej.Grid.from_values(alpha, sigma))
+        eps = (x - alpha[:-1, None, None] * x0) / sigma[:-1, None, None]
+        q = solver.target(ej.Denoised(x0, eps))
         expected = np.zeros((STEPS, x_T.shape[0]))
         for i in range(STEPS):
             mean = c.x[i] * x[i] + sum(c.outputs[i, j] * q[i - j] for j in range(min(i + 1, 3)))
@@ -176,8 +176,7 @@ def test_mean_log_prob_is_minus_the_entropy_of_each_step():
     ts = ej.timesteps.karras(path, STEPS)
     res = ej.sample(jax.random.key(1), model, x_T, solver, timesteps=ts, log_prob=True)
     with x64():
-        noise = np.asarray(solver.coefficients(path.alpha(jnp.asarray(ts)),
-                                               path.sigma(jnp.asarray(ts))).noise)
+        noise = np.asarray(solver.coefficients(ej.Grid.on(path, jnp.asarray(ts))).noise)
     lp = np.asarray(res.log_prob, np.float64)
     for i in range(STEPS - 1):
         expected = -0.5 * dim * (1 + np.log(2 * np.pi)) - dim * np.log(noise[i])

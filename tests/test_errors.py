@@ -147,3 +147,41 @@ def test_frechet_distance_of_non_finite_features():
         ej.metrics.frechet_distance(x, bad)
     with pytest.raises(ValueError, match="rows of x are not finite"):
         ej.metrics.frechet_distance(bad, x)
+
+
+def test_an_int_key_is_a_clear_type_error(setup):
+    with pytest.raises(TypeError, match="key must be a jax.random key"):
+        ej.ersde_sample(0, *setup)
+
+
+@pytest.mark.parametrize("s_noise", [float("nan"), -0.5])
+def test_bad_concrete_s_noise(setup, s_noise):
+    with pytest.raises(ValueError, match="s_noise must be finite and >= 0"):
+        _sample(setup, s_noise=s_noise)
+    with pytest.raises(ValueError, match="s_noise must be finite and >= 0"):
+        ej.sample(jax.random.key(0), setup[0], setup[1], ej.mr_sde(2, s_noise=s_noise))
+
+
+def test_grid_starting_above_t_max(setup):
+    model, x_T = setup
+    grid = np.array([100.0, 10.0, 1.0, 0.0])  # edm's t_max is 80
+    with pytest.raises(ValueError, match="above the path's t_max"):
+        _sample(setup, steps=3, timesteps=grid)
+    grid[0] = model.path.t_max
+    assert np.all(np.isfinite(np.asarray(_sample(setup, steps=3, timesteps=grid))))
+
+
+def test_solver_and_driver_options_of_the_wrong_type(setup):
+    model, x_T = setup
+    with pytest.raises(TypeError, match="solver must be an ej.AbstractSolver"):
+        ej.sample(jax.random.key(0), model, x_T, "er_sde")
+    with pytest.raises(TypeError, match="noise must be IndependentNoise or BrownianNoise"):
+        ej.sample(jax.random.key(0), model, x_T, ej.er_sde(), noise="brownian")
+    with pytest.raises(ValueError, match="either noise or brownian=True"):
+        ej.sample(jax.random.key(0), model, x_T, ej.er_sde(), noise=ej.BrownianNoise(),
+                  brownian=True)
+    with pytest.raises(ValueError, match="either adjoint or checkpoint"):
+        ej.sample(jax.random.key(0), model, x_T, ej.er_sde(), adjoint=ej.RematAdjoint(),
+                  checkpoint=True)
+    with pytest.raises(ValueError, match="TruncatedAdjoint steps must be >= 1"):
+        ej.TruncatedAdjoint(0)

@@ -194,17 +194,33 @@ def test_thresholding_hyperparameters(ratio, max_value, match):
         ej.guidance.thresholded(_identity_model(ej.paths.edm(), "x0"), ratio, max_value)
 
 
-def test_mean_reverting_paths_are_rejected_where_the_transform_needs_mu():
+def test_transforms_see_mu_on_mean_reverting_paths():
+    """On ir_sde the transforms convert predictions with the sampler's mu: thresholding an exact
+    mixture denoiser equals thresholding its x0 by hand, CFG with scale 1 is the model itself,
+    and classifier guidance with a zero log-probability leaves eps unchanged."""
     path = ej.paths.ir_sde(max_sigma=0.5, T=100)
-    log_prob = lambda p, x, t, c: jnp.zeros(x.shape[0])  # noqa: E731
-    for prediction in ("x0", "v", "flow"):
-        with pytest.raises(ValueError, match=f"classifier_guidance: on a mean-reverting path.*"
-                                             f"'{prediction}' prediction into eps needs the mean"):
-            ej.guidance.classifier_guidance(_identity_model(path, prediction), log_prob, None, 1.0)
-    for prediction in ("eps", "score", "v", "flow"):
-        with pytest.raises(ValueError, match="thresholded: on a mean-reverting path.*"
-                                             "mr_sample\\(..., thresholding=True\\)"):
-            ej.guidance.thresholded(_identity_model(path, prediction))
-    # eps (or score) needs no mu for guidance, x0 none for thresholding: both build.
-    assert ej.guidance.classifier_guidance(_identity_model(path, "eps"), log_prob, None, 1.0)
-    assert ej.guidance.thresholded(_identity_model(path, "x0")).prediction == "x0"
+    mixture = ej.testing.GaussianMixture(jnp.array([0.5, 0.5]), jnp.array([[-1.5], [1.5]]),
+                                         jnp.array([0.3, 0.3]))
+    model = ej.testing.mixture_model(mixture, path)
+    key = jax.random.key(3)
+    mu = jax.random.normal(key, (6, 1))
+    x = mu + 0.4 * jax.random.normal(jax.random.fold_in(key, 1), (6, 1))
+    t = jnp.float32(40.0)
+    alpha, sigma = path.alpha(t), path.sigma(t)
+    plain = model.denoise(x - mu, t, alpha, sigma, mu, None)
+    thr = ej.guidance.thresholded(model, 0.9, 1.2).denoise(x - mu, t, alpha, sigma, mu, None)
+    by_hand = ej.guidance.dynamic_thresholding(plain.x0 + mu, 0.9, 1.2)
+    assert_allclose(thr.x0 + mu, by_hand, rtol=1e-5, atol=1e-6)
+    assert not jnp.allclose(by_hand, plain.x0 + mu)  # the threshold bites here
+    labels = jnp.zeros(6, jnp.int32)
+    cfg = ej.guidance.classifier_free(model, 1.0, labels + 1)
+    assert_allclose(cfg.denoise(x - mu, t, alpha, sigma, mu, labels).x0, plain.x0, rtol=1e-5,
+                    atol=1e-6)
+    zero = lambda p, z, s, c: jnp.zeros(z.shape[0])  # noqa: E731
+    guided = ej.guidance.classifier_guidance(model, zero, None, 2.0)
+    assert_allclose(guided.denoise(x - mu, t, alpha, sigma, mu, None).eps, plain.eps, rtol=1e-4,
+                    atol=1e-5)
+    # And a whole guided sampler run on the mean-reverting path, from x_T = mu + max_sigma z.
+    x_T = mu + path.prior_std() * jax.random.normal(jax.random.fold_in(key, 2), mu.shape)
+    out = ej.mr_sample(key, cfg, x_T, mu, steps=10, cond=labels)
+    assert out.shape == x_T.shape and bool(jnp.all(jnp.isfinite(out)))

@@ -17,7 +17,7 @@ import pytest
 from helpers import gaussian_model
 
 import ersde_jax as ej
-from ersde_jax._pytree import pytree_dataclass
+from ersde_jax._numerics import pytree_dataclass
 
 
 def _instances():
@@ -67,10 +67,11 @@ def test_one_jitted_function_runs_each_solver_with_its_own_program():
     @jax.jit
     def coefficients(solver, a, s):
         traces.append(type(solver))
-        return solver.coefficients(a, s)
+        return solver.coefficients(ej.Grid.from_values(a, s))
 
     for solver in (ej.ddim(0.5), ej.euler_maruyama(), ej.ddim(0.7)):
-        got, want = coefficients(solver, alpha, sigma), solver.coefficients(alpha, sigma)
+        got, want = coefficients(solver, alpha, sigma), solver.coefficients(
+            ej.Grid.from_values(alpha, sigma))
         for g, w in zip(got, want, strict=True):
             assert jnp.allclose(g, w, rtol=1e-6, atol=1e-7)
     assert traces == [ej.DDIM, ej.Euler]

@@ -502,3 +502,27 @@ def test_defaults_are_order3_er_sde_5_quadratic_on_karras_grid():
     x_T = jnp.asarray(x_T, jnp.float64)
     out = np.asarray(ej.ersde_sample(key, make_model(path), x_T, steps=steps))
     assert_matches(out, ref)
+
+
+@pytest.mark.parametrize("name", ["ode", "sde"])
+def test_riemann_points_win_over_closed_forms(name):
+    """``riemann_points`` reproduces the release's Riemann sums for the named closed-form scales
+    too: the table equals that of the same phi given as a plain callable (which has no closed
+    form), and differs from the closed-form table by the Riemann error."""
+    phis = {"ode": lambda r: r, "sde": lambda r: r**2}
+    path = ej.paths.edm()
+    grid = ej.Grid.on(path, jnp.asarray(ej.timesteps.karras(path, 12)))
+    named = ej.er_sde(3, name, riemann_points=100).coefficients(grid)
+    plain = ej.er_sde(3, phis[name], riemann_points=100).coefficients(grid)
+    closed = ej.er_sde(3, name).coefficients(grid)
+    for a, b in zip(named, plain, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    assert float(jnp.max(jnp.abs(named.outputs - closed.outputs))) > 1e-4
+
+
+def test_ddim_concrete_zero_eta_of_any_type_is_deterministic():
+    for eta in (0, 0.0, np.float64(0.0), jnp.float32(0.0), jnp.zeros(())):
+        assert not ej.ddim(eta).stochastic
+    assert ej.ddim(jnp.float32(0.5)).stochastic
+    with pytest.raises(ValueError, match="eta must be in"):
+        ej.ddim(jnp.float32(1.5))

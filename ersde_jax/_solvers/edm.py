@@ -14,7 +14,7 @@ EDM integrates the probability-flow ODE ``dx/dsigma = (x - D(x; sigma)) / sigma`
   elsewhere); noise raises the level to ``rho_hat = rho_i (1 + gamma_i)``,
   ``xbar_hat = xbar_i + S_noise sqrt(rho_hat^2 - rho_i^2) z``, and the Heun step runs from
   ``(xbar_hat, rho_hat)`` to ``rho_{i+1}``. The network is called at the off-grid model time
-  ``t_hat = path.t_from_lambda(-log rho_hat)`` (``rho_hat`` is then read back from the path, so
+  ``t_hat = path.t_from_rho(rho_hat)`` (``rho_hat`` is then read back from the path, so
   the state's noise level is the one the network is told).
 """
 
@@ -28,11 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._concrete import is_concrete
-from .._pytree import pytree_dataclass
-from .._sqrt import safe_sqrt
+from .._numerics import is_concrete, pytree_dataclass, safe_sqrt
 from .._timesteps import check_steps
-from .base import StepOutput
+from .base import AbstractSolver, StepOutput
 
 __all__ = ["EDM", "EDMTable", "edm_heun", "edm_stochastic"]
 
@@ -55,7 +53,7 @@ class EDMTable(NamedTuple):
 
 @pytree_dataclass
 @dataclasses.dataclass(frozen=True)
-class EDM:
+class EDM(AbstractSolver):
     """EDM's Heun sampler with optional churn; build it with :func:`edm_heun` or
     :func:`edm_stochastic`. ``s_churn``, ``s_min``, ``s_max`` and ``s_noise`` are pytree leaves.
     """
@@ -65,8 +63,6 @@ class EDM:
     s_max: Any = math.inf
     s_noise: Any = 1.0
     stochastic: bool = dataclasses.field(default=False, metadata=dict(static=True))
-
-    target = "eps"
 
     def nfe(self, steps: int) -> int:
         """Network evaluations on a grid of ``steps`` steps ending at ``sigma = 0``: 2N - 1.
@@ -79,11 +75,16 @@ class EDM:
         """The most steps whose :meth:`nfe` is at most ``nfe`` (``(nfe + 1) // 2``)."""
         return check_steps((check_steps(nfe) + 1) // 2)
 
-    def tables(self, path, t, dtype) -> EDMTable:
-        """Churn, off-grid call times and step sizes of the grid ``t`` (``steps + 1`` times)."""
-        steps = t.shape[0] - 1
-        alpha, sigma = path.alpha(t), path.sigma(t)  # float64 when x64 is on
-        rho = sigma / alpha
+    def check_grid(self, grid) -> None:
+        """Raises ValueError for a zero-SNR start: the scaled state ``x / alpha`` is undefined."""
+        if grid.alpha[0] == 0:
+            raise ValueError("EDM's samplers integrate x / alpha, undefined at alpha = 0 (a "
+                             "zero-SNR start): use er_sde, ddim or mr_ode, or start below t_max.")
+
+    def tables(self, path, grid, dtype) -> EDMTable:
+        """Churn, off-grid call times and step sizes of the grid (``steps + 1`` times)."""
+        steps = grid.steps
+        t, alpha, sigma, rho = grid
         rho_i, t_i = rho[:-1], t[:-1]
         if self.stochastic:
             inside = (rho_i >= self.s_min) & (rho_i <= self.s_max)

@@ -15,20 +15,20 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._concrete import is_concrete
 from .._integrals import integrals
 from .._noise_scale import NoiseScale, check_noise_scale
 from .._noise_scale import noise_scale as make_noise_scale
-from .._pytree import pytree_dataclass
-from .._sqrt import safe_sqrt
+from .._numerics import eval_f64, is_concrete, pytree_dataclass, safe_sqrt
 from .base import (
-    LinearMultistep,
+    AbstractLinearMultistep,
     StepCoefficients,
     current_only,
     divided_difference_weights,
+    history_points,
 )
 
 __all__ = ["ERSDE", "er_sde", "DERIVATIVES"]
@@ -43,7 +43,7 @@ def _equals(value, target) -> bool:
 
 @pytree_dataclass
 @dataclasses.dataclass(frozen=True)
-class ERSDE(LinearMultistep):
+class ERSDE(AbstractLinearMultistep):
     """ER-SDE-Solver of order 1-3 for any Gaussian path and noise-scale function.
 
     Build it with :func:`er_sde`. ``noise_scale`` parameters, ``eta`` and ``s_noise`` are pytree
@@ -61,38 +61,59 @@ class ERSDE(LinearMultistep):
     closed_form: str | None = dataclasses.field(default=None, metadata=dict(static=True))
     stochastic: bool = dataclasses.field(default=True, metadata=dict(static=True))
 
-    target = "x0"  # the solver consumes data predictions
+    zero_snr = True
 
-    @property
-    def history_length(self) -> int:
-        """Number of past predictions the update uses."""
-        return self.order - 1
+    def check_grid(self, grid) -> None:
+        """Raises ValueError if the noise-scale function is invalid on the grid's noise levels
+        (at ``rho = inf`` too, for a zero-SNR start)."""
+        check_noise_scale(self.noise_scale, self.eta, grid.rho)
+        if grid.alpha[0] == 0 and self.closed_form != "ode":
+            at_inf = float(eval_f64(self.noise_scale.log_g, np.inf))
+            if np.isnan(at_inf) or at_inf == -np.inf:
+                raise ValueError(
+                    f"Noise scale {self.noise_scale.name!r} has no limit phi(rho)/rho at rho = inf "
+                    "(a zero-SNR start): use another noise scale or start below t_max."
+                )
 
-    def check_grid(self, rho) -> None:
-        """Raises ValueError if the noise-scale function is invalid on the grid's noise levels."""
-        check_noise_scale(self.noise_scale, self.eta, rho)
+    def zero_snr_coefficients(self, grid) -> StepCoefficients:
+        """The first step from ``alpha_0 = 0``, where ``r = phi(rho_t)/phi(rho_0) -> 0``.
 
-    def coefficients(self, alpha, sigma) -> StepCoefficients:
-        """Coefficients of every step for a grid with values ``alpha``, ``sigma`` (length N + 1).
-
-        Order ``min(order, i + 1)`` at step ``i`` (warm-up), and order 1 for a last step to
-        ``sigma = 0``, which is the denoising step ``x = alpha x0_hat + (1 - alpha) mu``.
+        ``x_t = mu + alpha_t (x0_hat - mu) + c_x (x_0 - mu) + c_z z`` with, for ``g = phi/rho``,
+        ``c_x = (sigma_t/sigma_0) g(rho_t)/g(inf)`` and
+        ``c_z = sigma_t sqrt(1 - (g(rho_t)/g(inf))^2)``: ``c_x = 0``, ``c_z = sigma_t`` when
+        ``g`` grows without bound, the ODE's ``c_x = sigma_t/sigma_0``, ``c_z = 0`` for "ode".
         """
-        closed = self.closed_form
+        a_t, s_0, s_t, rho_t = grid.alpha[1], grid.sigma[0], grid.sigma[1], grid.rho[1]
+        if self.closed_form == "ode":
+            decay = jnp.ones_like(a_t)
+        else:
+            inf = jnp.asarray(jnp.inf, rho_t.dtype)
+            phi_at_inf = jax.lax.stop_gradient(self.noise_scale.log_g(inf))
+            flat = self.eta == 0
+            unbounded = (phi_at_inf == jnp.inf) & ~flat
+            point = jnp.where(unbounded | flat, jnp.ones_like(inf), inf)  # finite derivatives
+            lg_inf = jnp.where(flat, 0.0, self.eta * self.noise_scale.log_g(point))
+            lg_t = jnp.where(flat, 0.0, self.eta * self.noise_scale.log_g(rho_t))
+            decay = jnp.where(unbounded, 0.0, jnp.exp(lg_t - lg_inf))
+        zero = jnp.zeros_like(a_t)
+        return StepCoefficients(
+            x=s_t / s_0 * decay,
+            outputs=jnp.stack([a_t, zero, zero]),
+            noise=self.s_noise * s_t * safe_sqrt(1.0 - decay**2),
+        )
+
+    def regular_coefficients(self, grid, order) -> StepCoefficients:
+        """Coefficients of every step (MATH.md section 3) at the per-step ``order``."""
+        closed = None if self.riemann_points is not None else self.closed_form
 
         def log_g(rho):
-            if closed == "ode":
+            if self.closed_form == "ode":
                 return jnp.zeros_like(rho)
             return self.eta * self.noise_scale.log_g(rho)
 
-        steps = alpha.shape[0] - 1
-        rho = sigma / alpha
-        a_t, sigma_s, sigma_t = alpha[1:], sigma[:-1], sigma[1:]
-        rho_s = rho[:-1]
-        clean = sigma_t == 0
-        # Keep the regular branch finite (and its gradient) on a step to sigma = 0.
-        rho_t = jnp.where(clean, 0.5 * rho_s, rho[1:])
-        sigma_t = jnp.where(clean, 0.5 * sigma_s, sigma_t)
+        a_t, sigma_s, sigma_t = grid.alpha[1:], grid.sigma[:-1], grid.sigma[1:]
+        rho_s, rho_1, rho_2 = history_points(grid.rho)
+        rho_t = grid.rho[1:]
 
         lg_s, lg_t = log_g(rho_s), log_g(rho_t)
         log_r = jnp.log(rho_t) - jnp.log(rho_s) + lg_t - lg_s  # log(phi_t / phi_s)
@@ -109,29 +130,20 @@ class ERSDE(LinearMultistep):
         c_1 = a_t * (d + phi_t * i1)
         c_2 = a_t * (0.5 * d**2 + phi_t * i2)
 
-        # History: rho at s-1, s-2 (padded with distinct dummies where not yet available).
-        pad = jnp.stack([2.0 * rho[0], 4.0 * rho[0]])
-        rho_hist = jnp.concatenate([pad[::-1], rho_s])
-        d1, dd = divided_difference_weights(rho_s, rho_hist[1:-1], rho_hist[:-2])
+        d1, dd = divided_difference_weights(rho_s, rho_1, rho_2)
         d2 = 2.0 * dd  # second derivative estimate
         if self.derivative == "quadratic":
             # Derivative at rho_s of the quadratic through the last three points.
-            d1_order3 = d1 + 0.5 * (rho_s - rho_hist[1:-1])[:, None] * d2
+            d1_order3 = d1 + 0.5 * (rho_s - rho_1)[:, None] * d2
         else:
             d1_order3 = d1  # the release's backward difference (order ~2.3, MATH.md)
 
-        index = jnp.arange(steps)
-        order = jnp.where(clean, 1, jnp.minimum(self.order, index + 1))
         outputs = (
             current_only(c_0)
             + jnp.where((order == 2)[:, None], c_1[:, None] * d1, 0.0)
             + jnp.where((order == 3)[:, None], c_1[:, None] * d1_order3 + c_2[:, None] * d2, 0.0)
         )
-        return StepCoefficients(
-            x=jnp.where(clean, 0.0, c_x),
-            outputs=jnp.where(clean[:, None], current_only(a_t), outputs),
-            noise=jnp.where(clean, 0.0, noise),
-        )
+        return StepCoefficients(x=c_x, outputs=outputs, noise=noise)
 
 
 def er_sde(

@@ -17,22 +17,21 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from .._pytree import pytree_dataclass
-from .base import LinearMultistep, StepCoefficients, current_only
+from .._numerics import pytree_dataclass
+from .base import AbstractLinearMultistep, StepCoefficients, current_only, noise_target
 
 __all__ = ["Euler", "euler_maruyama", "euler_ode"]
 
 
 @pytree_dataclass
 @dataclasses.dataclass(frozen=True)
-class Euler(LinearMultistep):
+class Euler(AbstractLinearMultistep):
     """Euler(-Maruyama) on the reverse SDE or the PF-ODE of a VP-like path (noise prediction)."""
 
     s_noise: Any = 1.0
     sde: bool = dataclasses.field(default=True, metadata=dict(static=True))
 
-    target = "eps"
-    history_length = 0
+    target = staticmethod(noise_target)
 
     @property
     def stochastic(self) -> bool:
@@ -41,24 +40,20 @@ class Euler(LinearMultistep):
 
     def check_path(self, path) -> None:
         """Raises ValueError for paths without mean reversion (``alpha`` constant, e.g. EDM)."""
-        if not hasattr(path, "log_abar") and not hasattr(path, "thetabar"):
+        if not path.variance_preserving:
             raise ValueError(
                 f"Euler baselines need a VP-like path (vp_* or ir_sde), got {type(path).__name__}."
             )
 
-    def coefficients(self, alpha, sigma) -> StepCoefficients:
-        """Per-step coefficients; a step to ``sigma = 0`` is the denoising step."""
-        a_s, a_t, s_s = alpha[:-1], alpha[1:], sigma[:-1]
-        clean = sigma[1:] == 0
+    def regular_coefficients(self, grid, order) -> StepCoefficients:
+        """Per-step coefficients of the Euler(-Maruyama) update (first order)."""
+        del order
+        a_s, a_t, s_s = grid.alpha[:-1], grid.alpha[1:], grid.sigma[:-1]
         d = jnp.log(a_t) - jnp.log(a_s)  # thetabar_s - thetabar_t
         g2dt = 2.0 * s_s**2 / -jnp.expm1(2.0 * jnp.log(a_s)) * d  # 2 sigma_inf^2 d
         drift = g2dt / s_s if self.sde else 0.5 * g2dt / s_s
         noise = self.s_noise * jnp.sqrt(g2dt) if self.sde else jnp.zeros_like(d)
-        return StepCoefficients(
-            x=jnp.where(clean, a_t / a_s, 1.0 + d),
-            outputs=current_only(jnp.where(clean, -a_t * s_s / a_s, -drift)),
-            noise=jnp.where(clean, 0.0, noise),
-        )
+        return StepCoefficients(x=1.0 + d, outputs=current_only(-drift), noise=noise)
 
 
 def euler_maruyama(*, s_noise=1.0) -> Euler:

@@ -16,12 +16,21 @@ the published rule.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
-from .._pytree import pytree_dataclass
-from .base import LinearMultistep, StepCoefficients, current_only, divided_difference_weights
+from .._numerics import pytree_dataclass
+from .base import (
+    AbstractLinearMultistep,
+    StepCoefficients,
+    current_only,
+    data_target,
+    divided_difference_weights,
+    history_points,
+    noise_target,
+)
 
 __all__ = ["MR", "mr_ode", "mr_sde", "PARAMETERIZATIONS", "THIRD_ORDER_RULES"]
 
@@ -46,10 +55,58 @@ def _phis(h, sign):
     return phi1, phi2, phi3
 
 
+class _Rule(NamedTuple):
+    """Coefficients of one (parameterization, solver) pair: ``c_x``, the weights of ``q``, of
+    its first and second differences, and the noise std (before ``s_noise``)."""
+
+    x: jnp.ndarray
+    first: jnp.ndarray
+    second: jnp.ndarray
+    third: jnp.ndarray
+    noise: jnp.ndarray
+
+
+def _data_ode(a_s, a_t, s_s, s_t, h) -> _Rule:
+    """DPM-Solver++ / MR data-prediction ODE (MATH.md section 4)."""
+    del a_s
+    phi1, phi2, phi3 = _phis(h, -1.0)
+    return _Rule(s_t / s_s, -a_t * phi1, a_t * phi2, -a_t * phi3, jnp.zeros_like(h))
+
+
+def _data_sde(a_s, a_t, s_s, s_t, h) -> _Rule:
+    """SDE-DPM-Solver++ / MR data-prediction SDE."""
+    del a_s
+    p = -jnp.expm1(-2.0 * h)
+    return _Rule(s_t / s_s * jnp.exp(-h), a_t * p, a_t * (1.0 - p / (2.0 * h)), jnp.zeros_like(h),
+                 s_t * jnp.sqrt(p))
+
+
+def _noise_ode(a_s, a_t, s_s, s_t, h) -> _Rule:
+    """DPM-Solver / MR noise-prediction ODE."""
+    del s_s
+    phi1, phi2, phi3 = _phis(h, 1.0)
+    return _Rule(a_t / a_s, -s_t * phi1, -s_t * phi2, -s_t * phi3, jnp.zeros_like(h))
+
+
+def _noise_sde(a_s, a_t, s_s, s_t, h) -> _Rule:
+    """MR noise-prediction SDE."""
+    del s_s
+    return _Rule(a_t / a_s, -2.0 * s_t * jnp.expm1(h), -2.0 * s_t * _phis(h, 1.0)[1],
+                 jnp.zeros_like(h), s_t * jnp.sqrt(jnp.expm1(2.0 * h)))
+
+
+_RULES = {("data", False): _data_ode, ("data", True): _data_sde,
+          ("noise", False): _noise_ode, ("noise", True): _noise_sde}
+
+
 @pytree_dataclass
 @dataclasses.dataclass(frozen=True)
-class MR(LinearMultistep):
-    """An MR Sampler solver; build it with :func:`mr_ode` or :func:`mr_sde`."""
+class MR(AbstractLinearMultistep):
+    """An MR Sampler solver; build it with :func:`mr_ode` or :func:`mr_sde`.
+
+    ``rule`` (the coefficient function of the (parameterization, solver) pair) and ``target``
+    (the prediction it consumes) are chosen by the factory, once.
+    """
 
     s_noise: Any = 1.0
     order: int = dataclasses.field(default=2, metadata=dict(static=True))
@@ -57,92 +114,66 @@ class MR(LinearMultistep):
     parameterization: str = dataclasses.field(default="data", metadata=dict(static=True))
     lower_order_below: int = dataclasses.field(default=0, metadata=dict(static=True))
     third_order: str = dataclasses.field(default="taylor", metadata=dict(static=True))
+    rule: Callable = dataclasses.field(default=_data_ode, metadata=dict(static=True))
+    target: Callable = dataclasses.field(default=data_target, metadata=dict(static=True))
 
-    @property
-    def target(self) -> str:
-        """The prediction the solver consumes: "x0" or "eps"."""
-        return "x0" if self.parameterization == "data" else "eps"
+    zero_snr = True
 
     @property
     def stochastic(self) -> bool:
         """Whether the solver injects noise."""
         return self.sde
 
-    @property
-    def history_length(self) -> int:
-        """Number of past predictions the update uses."""
-        return self.order - 1
+    def check_grid(self, grid) -> None:
+        """Raises ValueError for a zero-SNR start with noise prediction (``x0 = (x - sigma
+        eps) / alpha`` is undefined at ``alpha = 0``)."""
+        if grid.alpha[0] == 0 and self.parameterization == "noise":
+            raise ValueError(
+                "The noise-parameterized MR Sampler has no limit at alpha = 0 (a zero-SNR "
+                "start): use parameterization='data', or start below t_max."
+            )
 
-    def coefficients(self, alpha, sigma) -> StepCoefficients:
-        """Coefficients of every step on a grid with values ``alpha``, ``sigma`` (length N + 1).
+    def zero_snr_coefficients(self, grid) -> StepCoefficients:
+        """The first data-prediction step from ``alpha_0 = 0`` (``h = inf``).
 
-        Step ``i`` has order ``min(order, i + 1)``, and at most ``N - i`` on grids of fewer than
-        ``lower_order_below`` steps. A step to ``sigma = 0`` is the denoising step (``h = inf``).
+        The ODE's ``y_t = (sigma_t/sigma_0) y_0 + alpha_t q_0``, the SDE's
+        ``y_t = alpha_t q_0 + sigma_t z``.
         """
-        steps = alpha.shape[0] - 1
-        a_s, a_t, s_s = alpha[:-1], alpha[1:], sigma[:-1]
-        clean = sigma[1:] == 0
-        lam = jnp.log(alpha) - jnp.log(jnp.where(sigma == 0, 1.0, sigma))
-        lam_s = lam[:-1]
-        # On a step to sigma = 0 keep the regular branch finite with a dummy step of size 1.
-        s_t = jnp.where(clean, s_s * jnp.exp(-1.0) * a_t / a_s, sigma[1:])
-        h = jnp.where(clean, 1.0, lam[1:] - lam_s)
+        a_t, s_0, s_t = grid.alpha[1], grid.sigma[0], grid.sigma[1]
+        zero = jnp.zeros_like(a_t)
+        if self.sde:
+            return StepCoefficients(zero, jnp.stack([a_t, zero, zero]), self.s_noise * s_t)
+        return StepCoefficients(s_t / s_0, jnp.stack([a_t, zero, zero]), zero)
 
-        pad = jnp.stack([lam[0] - 2.0, lam[0] - 1.0])
-        lam_hist = jnp.concatenate([pad, lam_s])
-        d1, dd = divided_difference_weights(lam_s, lam_hist[1:-1], lam_hist[:-2])
+    def step_orders(self, steps: int):
+        """``min(order, i + 1)``, and at most ``N - i`` on grids of fewer than
+        ``lower_order_below`` steps."""
+        order = super().step_orders(steps)
+        if steps < self.lower_order_below:
+            order = jnp.minimum(order, steps - jnp.arange(steps))
+        return order
+
+    def regular_coefficients(self, grid, order) -> StepCoefficients:
+        """Coefficients of every step at the per-step ``order``, in ``h = lam_t - lam_s``."""
+        a_s, a_t, s_s, s_t = grid.alpha[:-1], grid.alpha[1:], grid.sigma[:-1], grid.sigma[1:]
+        lam_s, lam_1, lam_2 = history_points(jnp.log(grid.alpha) - jnp.log(grid.sigma))
+        h = jnp.log(a_t) - jnp.log(s_t) - lam_s
+
+        d1, dd = divided_difference_weights(lam_s, lam_1, lam_2)
         d1_0 = h[:, None] * d1  # (q0 - q1) / r0
         d2 = h[:, None] ** 2 * dd  # (D1_0 - D1_1) / (r0 + r1)
-        r0 = (lam_s - lam_hist[1:-1]) / h
+        r0 = (lam_s - lam_1) / h
         d1_3 = d1_0 + r0[:, None] * d2  # D1 = D1_0 + r0 D2
 
-        noise = jnp.zeros_like(h)
-        if self.parameterization == "data":
-            if self.sde:
-                p = -jnp.expm1(-2.0 * h)
-                c_x = s_t / s_s * jnp.exp(-h)
-                first = a_t * p
-                second = a_t * (1.0 - p / (2.0 * h))
-                noise = s_t * jnp.sqrt(p)
-            else:
-                phi1, phi2, phi3 = _phis(h, -1.0)
-                c_x = s_t / s_s
-                first, second, third = -a_t * phi1, a_t * phi2, -a_t * phi3
-        else:
-            if self.sde:
-                em1 = jnp.expm1(h)
-                c_x = a_t / a_s
-                first = -2.0 * s_t * em1
-                second = -2.0 * s_t * _phis(h, 1.0)[1]
-                noise = s_t * jnp.sqrt(jnp.expm1(2.0 * h))
-            else:
-                phi1, phi2, phi3 = _phis(h, 1.0)
-                c_x = a_t / a_s
-                first, second, third = -s_t * phi1, -s_t * phi2, -s_t * phi3
-
-        index = jnp.arange(steps)
-        order = jnp.minimum(self.order, index + 1)
-        if steps < self.lower_order_below:
-            order = jnp.minimum(order, steps - index)
-        order = jnp.where(clean, 1, order)
-        outputs = current_only(first)
+        rule = self.rule(a_s, a_t, s_s, s_t, h)
+        outputs = current_only(rule.first)
         if self.order >= 2:
             d1_used = jnp.where((order == 3)[:, None], d1_3, d1_0)
-            outputs = outputs + jnp.where((order >= 2)[:, None], second[:, None] * d1_used, 0.0)
+            outputs = outputs + jnp.where((order >= 2)[:, None], rule.second[:, None] * d1_used, 0.)
         if self.order == 3:
-            third = 2.0 * third if self.third_order == "taylor" else third
+            third = 2.0 * rule.third if self.third_order == "taylor" else rule.third
             outputs = outputs + jnp.where((order == 3)[:, None], third[:, None] * d2, 0.0)
-
-        # The denoising step x_t = alpha_t x0_hat (centred), from either prediction.
-        if self.parameterization == "data":
-            den_x, den_out = jnp.zeros_like(a_t), a_t
-        else:
-            den_x, den_out = a_t / a_s, -a_t * s_s / a_s
-        return StepCoefficients(
-            x=jnp.where(clean, den_x, c_x),
-            outputs=jnp.where(clean[:, None], current_only(den_out), outputs),
-            noise=jnp.where(clean, 0.0, self.s_noise * noise),
-        )
+        return StepCoefficients(x=rule.x, outputs=outputs, noise=self.s_noise * rule.noise)
 
 
 def _build(order, sde, parameterization, s_noise, lower_order_below, max_order,
@@ -160,7 +191,9 @@ def _build(order, sde, parameterization, s_noise, lower_order_below, max_order,
         raise ValueError(
             f"Unknown third_order {third_order!r}; expected one of {THIRD_ORDER_RULES}."
         )
-    return MR(s_noise, order, sde, parameterization, lower_order_below, third_order)
+    target = data_target if parameterization == "data" else noise_target
+    return MR(s_noise, order, sde, parameterization, lower_order_below, third_order,
+              _RULES[parameterization, sde], target)
 
 
 def mr_ode(order: int = 2, parameterization: str = "data", *, lower_order_below: int | None = None,

@@ -132,7 +132,11 @@ def digits_data() -> tuple[np.ndarray, np.ndarray]:
 @functools.cache
 def _apply_fn(T: int):
     # One function object per T, so that models loaded twice share their compiled programs.
-    return functools.partial(restoration_net, T=T)
+    def apply_fn(params, x, t, cond, mu):
+        del cond  # the network is conditioned on the degraded image, the path's mean mu
+        return restoration_net(params, x, t, mu, T=T)
+
+    return apply_fn
 
 
 def restoration_digits() -> Model:
@@ -140,8 +144,8 @@ def restoration_digits() -> Model:
 
     Returns:
         An :class:`~ersde_jax.Model` with ``prediction="eps"`` on the IR-SDE path it was trained
-        on; call it with ``mu`` (and, by default, ``cond``) set to the degraded images, shaped
-        (N, 8, 8, 1) in [-1, 1].
+        on, conditioned on the path's mean (``takes_mu=True``): call the samplers with ``mu``
+        set to the degraded images, shaped (N, 8, 8, 1) in [-1, 1].
     """
     with _weights_dir().joinpath(_WEIGHTS).open("rb") as f:
         return _restoration_model(f, restoration_digits_config())
@@ -155,7 +159,8 @@ def _restoration_model(weights, config: dict) -> Model:
         max_sigma=config["max_sigma"], T=config["T"], schedule=config["schedule"],
         eps=config["eps"],
     )
-    return Model(_apply_fn(config["T"]), params, path=path, prediction=config["prediction"])
+    return Model(_apply_fn(config["T"]), params, path=path, prediction=config["prediction"],
+                 takes_mu=True)
 
 
 def restoration_digits_data(split: str = "test") -> tuple[np.ndarray, np.ndarray]:
