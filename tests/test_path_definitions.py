@@ -86,6 +86,11 @@ def ir_sde_reference(index, max_sigma=10.0, steps=100, eps=0.01, s=0.008):
     ``thetabar_i = dt * sum_{j <= i} theta_j`` with ``dt = -log(eps) / sum(theta)`` (MATH.md
     section 1); ``alpha = exp(-thetabar)``, ``sigma = sigma_inf sqrt(1 - alpha^2)``,
     ``sigma_inf`` in pixel units (/255) when >= 1.
+
+    The thetas are the release's; its cumulative sum differs: the release subtracts ``theta_0``
+    (``thetabar_0 = 0``: the data sits at index 0 and ``dt = -log(eps) / (sum(theta) -
+    theta_0)``), where MATH.md and the library put the data at index -1. The two agree at index T
+    and differ by up to ``dt theta_0`` (5.6e-5 at T = 100) below it.
     """
     x = np.arange(steps + 3, dtype=np.float64)
     abar = np.cos((x / (steps + 2) + s) / (1 + s) * np.pi / 2) ** 2
