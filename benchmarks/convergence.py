@@ -18,18 +18,13 @@ last stdout line is the record as one JSON object.
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import environment
+from _common import arguments, finish, make_record
 
 import ersde_jax as ej
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MEAN, STD = 0.3, 0.2
 
 
@@ -83,24 +78,21 @@ def mr_rows(steps) -> list[dict]:
     return rows
 
 
+def print_table(record_: dict, out) -> None:
+    """One line per solver: errors against N and the fitted order."""
+    del out
+    for row in record_["results"]:
+        errors = " ".join(f"{e:.1e}" for e in row["errors"])
+        print(f"  {row['solver']:18s} {row['variant']:9s} {errors}   order {row['order']:.2f}")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer step counts")
-    parser.add_argument("--out", type=Path, help="output JSON path")
-    args = parser.parse_args()
-    out = args.out or RESULTS_DIR / ("convergence_quick.json" if args.quick
-                                     else "convergence.json")
+    args = arguments("convergence", __doc__, "fewer step counts")
     with jax.enable_x64(True):
         er_steps = (10, 20) if args.quick else (10, 20, 40, 80)
         mr_steps = (20, 40) if args.quick else (20, 40, 80, 160)
         rows = er_sde_rows(er_steps) + mr_rows(mr_steps)
-    record = dict(benchmark="convergence", quick=args.quick, **environment(), results=rows)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    for row in rows:
-        errors = " ".join(f"{e:.1e}" for e in row["errors"])
-        print(f"  {row['solver']:18s} {row['variant']:9s} {errors}   order {row['order']:.2f}")
-    print(json.dumps(record))
+    finish(make_record("convergence", args.quick, results=rows), args.out, print_table)
 
 
 if __name__ == "__main__":

@@ -25,19 +25,16 @@ Writes ``benchmarks/results/mr_restoration.json`` (``mr_restoration_quick.json``
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import environment
+from _common import arguments, finish, make_record
 
 import ersde_jax as ej
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SCHEDULE = "linspace"  # the MR Sampler's default grid, uniform in the index
 
 
@@ -98,10 +95,9 @@ def run(quick: bool) -> dict:
     reached = {n: v for n, v in needed.items() if v is not None}
     at = lambda n: curve(n)[nfes.index(min(nfes, key=lambda k: abs(k - reached[n])))]  # noqa: E731
     best = min(reached, key=lambda n: (reached[n], -at(n))) if reached else None
-    return dict(
-        benchmark="mr_restoration",
-        quick=quick,
-        **environment(),
+    return make_record(
+        "mr_restoration",
+        quick,
         images=int(clean.shape[0]),
         schedule=SCHEDULE,
         nfes=list(nfes),
@@ -140,23 +136,18 @@ def plot(record: dict, png: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="64 images, NFE 5")
-    parser.add_argument("--out", type=Path, help="output JSON path")
-    args = parser.parse_args()
-    out = args.out or RESULTS_DIR / ("mr_restoration_quick.json" if args.quick
-                                     else "mr_restoration.json")
-    record = run(args.quick)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
+def summary(record: dict, out: Path) -> None:
+    """The plot beside the record and the headline: MR's NFE to match Euler-Maruyama."""
     plot(record, out.with_suffix(".png"))
     print(f"EM PSNR at NFE {record['nfes'][-1]}: {record['em_psnr_at_max_nfe']:.2f} dB; "
           f"best MR solver {record['best_mr_solver']} matches it at NFE "
           f"{record['mr_nfe_to_match_em'].get(record['best_mr_solver'])}: speedup "
           f"{'>= ' if record['speedup_is_lower_bound'] else ''}{record['speedup']}")
-    print(json.dumps(record))
 
+
+def main() -> None:
+    args = arguments("mr_restoration", __doc__, "64 images, NFE 5")
+    finish(run(args.quick), args.out, summary)
 
 if __name__ == "__main__":
     main()

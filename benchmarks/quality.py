@@ -89,15 +89,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.stats
-from _common import environment
+from _common import arguments, environment, finish, make_record, ring_mixture
 
 import ersde_jax as ej
 import ersde_jax.diffrax as ejd
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SWD_PROJECTIONS = 128
 IMPERFECT_STD_SCALE, IMPERFECT_RHO = 2.0, 0.5
 FLOOR_REPEATS = 5
+RING_WEIGHTS = np.linspace(1.0, 2.0, 8)  # of the eight modes of the gmm problems
 
 # Settings of the full run and of --quick: NFE budgets per dataset, sizes, and the samplers
 # (a filter per dataset). The digits model costs ~0.4 s of CPU per NFE for 900 images, so digits
@@ -261,17 +261,6 @@ def check_swd(key) -> None:
 # ----------------------------------------------------------------------------------- problems
 
 
-def ring_mixture(std_scale: float = 1.0) -> ej.testing.GaussianMixture:
-    """Eight 2-D Gaussians on a circle of radius 2, std ``0.15 std_scale``, weights 1 ... 2."""
-    angles = np.arange(8) * 2 * np.pi / 8
-    weights = np.linspace(1.0, 2.0, 8)
-    return ej.testing.GaussianMixture(
-        jnp.asarray(weights / weights.sum()),
-        jnp.asarray(2.0 * np.stack([np.cos(angles), np.sin(angles)], 1)),
-        jnp.full((8,), 0.15 * std_scale),
-    )
-
-
 def _mixture_apply(params, x, t, cond):
     """Exact posterior mean of ``exact``, moved toward the wide mixture's by ``strength b(rho)``.
 
@@ -297,7 +286,7 @@ def gmm_rows(config, nfes, names, key) -> tuple[list[dict], dict]:
     """``gmm`` and ``gmm_imperfect`` records and the floor and reference checks."""
     n, n_ode = config["gmm_samples"], config["gmm_pf_ode_samples"]
     path = ej.paths.edm()
-    exact, wide = ring_mixture(), ring_mixture(IMPERFECT_STD_SCALE)
+    exact, wide = ring_mixture(RING_WEIGHTS), ring_mixture(RING_WEIGHTS, IMPERFECT_STD_SCALE)
     models = {name: ej.Model(_mixture_apply, (exact, wide, jnp.asarray(strength)), path=path,
                              prediction="x0")
               for name, strength in (("gmm", 0.0), ("gmm_imperfect", 1.0))}
@@ -590,10 +579,9 @@ def run(quick: bool, datasets) -> tuple[dict, dict[str, bool]]:
         rows += new
         print(f"{dataset}: {len(new)} records in {info[dataset]['seconds']} s "
               f"({info[dataset]['cpu_seconds']} s CPU)", flush=True)
-    record_ = dict(
-        benchmark="quality",
-        quick=quick,
-        **environment(),
+    record_ = make_record(
+        "quality",
+        quick,
         settings=dict(swd_projections=SWD_PROJECTIONS, floor_repeats=FLOOR_REPEATS,
                       imperfect=dict(std_scale=IMPERFECT_STD_SCALE, blend_rho=IMPERFECT_RHO)),
         info=info,
@@ -612,30 +600,34 @@ def merge(record_: dict, previous: dict) -> dict:
     return dict(record_, info=dict(info, **record_["info"]), results=kept + record_["results"])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="NFE 5, small sizes, 1-3 samplers")
-    parser.add_argument("--datasets", default=None,
-                        help=f"comma-separated subset of {','.join(DATASETS)} (default: all); "
-                             "a full run merges them into the existing results file")
-    parser.add_argument("--out", type=Path, help="output JSON path (default benchmarks/results/)")
-    args = parser.parse_args()
-    datasets = args.datasets.split(",") if args.datasets else DATASETS
+def dataset_list(text: str) -> list[str]:
+    """``--datasets``: a comma-separated subset of :data:`DATASETS`."""
+    datasets = text.split(",")
     if unknown := set(datasets) - set(DATASETS):
-        parser.error(f"unknown datasets {sorted(unknown)}; choose from {DATASETS}")
-    out = args.out or RESULTS_DIR / ("quality_quick.json" if args.quick else "quality.json")
-    record_, stochastic = run(args.quick, datasets)
-    if not args.quick and out.exists():
-        record_ = merge(record_, json.loads(out.read_text()))
-    record_["targets"] = targets(record_["results"], record_["info"], stochastic)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record_, indent=2) + "\n")
+        raise argparse.ArgumentTypeError(
+            f"unknown datasets {sorted(unknown)}; choose from {DATASETS}")
+    return datasets
+
+
+def summary(record_: dict, out: Path, stochastic: dict[str, bool]) -> None:
+    """One plot per dataset beside the record, the tables and the targets."""
     for dataset in dict.fromkeys(r["dataset"] for r in record_["results"]):
-        plot(record_["results"], dataset, stochastic, out.with_name(f"{out.stem}_{dataset}.png"))
+        plot(record_["results"], dataset, stochastic,
+             out.with_name(f"{out.stem}_{dataset}.png"))
     print_tables(record_["results"])
     print(json.dumps(record_["targets"], indent=1))
-    print(json.dumps(record_))
 
+
+def main() -> None:
+    args = arguments("quality", __doc__, "NFE 5, small sizes, 1-3 samplers", lambda parser: (
+        parser.add_argument("--datasets", type=dataset_list, default=DATASETS,
+                            help=f"comma-separated subset of {','.join(DATASETS)} (default: all); "
+                                 "a full run merges them into the existing results file")))
+    record_, stochastic = run(args.quick, args.datasets)
+    if not args.quick and args.out.exists():
+        record_ = merge(record_, json.loads(args.out.read_text()))
+    record_["targets"] = targets(record_["results"], record_["info"], stochastic)
+    finish(record_, args.out, functools.partial(summary, stochastic=stochastic))
 
 if __name__ == "__main__":
     main()

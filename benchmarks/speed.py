@@ -50,20 +50,17 @@ shared 2-core CPU (the record's ``device`` and ``load_average_1min`` say so).
 
 from __future__ import annotations
 
-import argparse
 import functools
-import json
 import os
 import statistics
 import time
-from pathlib import Path
 
 import diffrax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import environment
+from _common import arguments, finish, make_record
 from quality import diffrax_program
 
 import ersde_jax as ej
@@ -71,7 +68,6 @@ import ersde_jax.diffrax as ejd
 
 IMAGE_SHAPE = (16, 16, 3)
 SIGMA_DATA = 0.5  # EDM's data standard deviation, used by the preconditioning
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 # Settings of the full run and of --quick: batch, timing repeats, sampler step counts (the last
 # one is N_max) and the two step counts whose compile times are compared.
@@ -299,10 +295,9 @@ def run(quick: bool) -> dict:
     throughput_rows = throughput(config, model_key, sample_key)
     diffrax_rows = versus_diffrax(config, sample_key, model, x_T)
 
-    return dict(
-        benchmark="speed",
-        quick=quick,
-        **environment(),
+    return make_record(
+        "speed",
+        quick,
         load_average_1min=dict(start=load_start, end=os.getloadavg()[0]),
         batch=batch,
         image_shape=list(IMAGE_SHAPE),
@@ -329,8 +324,8 @@ def run(quick: bool) -> dict:
     )
 
 
-def print_table(record: dict) -> None:
-    """Human-readable summary of the record."""
+def print_table(record: dict, out) -> None:
+    """Human-readable summary of the record written to ``out``."""
     ms = lambda s: f"{1e3 * s:9.2f} ms"
     device = record["device"]
     print(
@@ -368,22 +363,12 @@ def print_table(record: dict) -> None:
         accuracy = f"{row['relative_rmse']:.2e}" if "relative_rmse" in row else "     -"
         print(f"    {name:18s} NFE {row['nfe']:3d}  {ms(row['time_s'])}  x{row['time_ratio']:.2f}"
               f"   rmse {accuracy}")
+    print(f"written to {out}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="batch 32, fewer steps and repeats")
-    parser.add_argument("--out", type=Path, help="output JSON path (default benchmarks/results/)")
-    args = parser.parse_args()
-    out = args.out or RESULTS_DIR / ("speed_quick.json" if args.quick else "speed.json")
-
-    record = run(args.quick)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print_table(record)
-    print(f"written to {out}")
-    print(json.dumps(record))
-
+    args = arguments("speed", __doc__, "batch 32, fewer steps and repeats")
+    finish(run(args.quick), args.out, print_table)
 
 if __name__ == "__main__":
     main()

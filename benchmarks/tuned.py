@@ -45,9 +45,7 @@ stdout line is the record as one JSON object.
 
 from __future__ import annotations
 
-import argparse
 import functools
-import json
 import time
 from pathlib import Path
 
@@ -56,12 +54,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import scipy.special
-from _common import environment
+from _common import arguments, finish, make_record, ring_mixture
 
 import ersde_jax as ej
 from ersde_jax import presets
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PAPER_SCALES = ("ode", "sde", "er_sde_1", "er_sde_2", "er_sde_3", "er_sde_4", "er_sde_5")
 GRIDS = ("karras", "logsnr")
 NFES = (5, 10)
@@ -137,16 +134,6 @@ def unit_directions(key, dim: int, count: int):
 
 
 # ----------------------------------------------------------------------------- the mixture
-
-
-def ring_mixture() -> ej.testing.GaussianMixture:
-    """8 well-separated modes on a circle of radius 2, std 0.15, weights 1:2:3:4:1:2:3:4."""
-    angle = 2 * np.pi * np.arange(8) / 8
-    means = 2.0 * np.stack([np.cos(angle), np.sin(angle)], axis=1)
-    weights = np.tile([1.0, 2.0, 3.0, 4.0], 2)
-    return ej.testing.GaussianMixture(jnp.asarray(weights / weights.sum(), jnp.float32),
-                                      jnp.asarray(means, jnp.float32),
-                                      jnp.full((8,), 0.15, jnp.float32))
 
 
 def mixture_quantiles(mixture, directions, n: int, grid_points: int = 8193):
@@ -473,27 +460,23 @@ def plot(record: dict, png: Path) -> None:
     plt.close(fig)
 
 
+def summary(record: dict, out: Path) -> None:
+    """The plot beside the record and one line per (dataset, NFE)."""
+    plot(record, out.with_suffix(".png"))
+    for row in record["results"]:
+        print(f"  {row['dataset']:6s} nfe {row['nfe']:2d}  baseline {row['baseline']:.4f}  "
+              f"tuned {row['tuned']:.4f}  ratio {row['ratio']:.3f}  floor {row['floor']:.4f}")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="reduced mixture part only")
-    parser.add_argument("--out", type=Path, help="output JSON path")
-    args = parser.parse_args()
-    out = args.out or RESULTS_DIR / ("tuned_quick.json" if args.quick else "tuned.json")
+    args = arguments("tuned", __doc__, "reduced mixture part only")
     rows = []
     for make in (Mixture,) if args.quick else (Mixture, Digits):
         t0 = time.perf_counter()
         problem = make(args.quick)
         print(f"  {problem.name}: set up in {time.perf_counter() - t0:.0f} s", flush=True)
         rows += [tune(problem, nfe, args.quick) for nfe in NFES]
-    record = dict(benchmark="tuned", quick=args.quick, **environment(), results=rows)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    plot(record, out.with_suffix(".png"))
-    for row in rows:
-        print(f"  {row['dataset']:6s} nfe {row['nfe']:2d}  baseline {row['baseline']:.4f}  "
-              f"tuned {row['tuned']:.4f}  ratio {row['ratio']:.3f}  floor {row['floor']:.4f}")
-    print(json.dumps(record))
-
+    finish(make_record("tuned", args.quick, results=rows), args.out, summary)
 
 if __name__ == "__main__":
     main()

@@ -1,11 +1,14 @@
-"""A small noise-aware digits classifier in pure JAX (NHWC), for guidance and the digits FD.
+"""A small noise-aware image classifier in pure JAX (NHWC), for guidance and Fréchet distances.
 
 It classifies noisy images ``x = x0 + sigma eps`` of the EDM path: the input is scaled by
-``c_in = 1 / sqrt(sigma^2 + sd^2)`` and every convolution gets a bias from an embedding of
-``log(sigma) / 4`` (EDM's ``c_noise``). Three 3x3 convolutions (8x8, 8x8, then stride 2 to 4x4)
-and a dense layer give ``FEATURES`` penultimate features, the representation of the digits
-Fréchet distance; a last dense layer gives the ten logits. At ``sigma <= SIGMA_CLEAN`` it is a
-classifier of clean images.
+``c_in = 1 / sqrt(sigma^2 + sd^2)``, each ``patch`` x ``patch`` block of pixels is folded into
+channels, and every convolution gets a bias from an embedding of ``log(sigma) / 4`` (EDM's
+``c_noise``). Three 3x3 convolutions (the last of stride 2) and a dense layer give ``FEATURES``
+penultimate features, the representation of the Fréchet distance; a last dense layer gives the
+ten logits. At ``sigma <= SIGMA_CLEAN`` it is a classifier of clean images. The digits
+classifier sees 8x8 images without patches (8x8, 8x8, then 4x4); the MNIST classifier folds the
+28x28 images into 14x14 maps of 2x2 patches (14x14, 14x14, then 7x7). The network reads the
+patch size from its first convolution.
 """
 
 from __future__ import annotations
@@ -13,10 +16,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ._layers import conv, conv_init, dense, dense_init, time_embedding
+from ._layers import conv, conv_init, dense, dense_init, space_to_depth, time_embedding
 
-__all__ = ["SIGMA_CLEAN", "FEATURES", "init_digits_classifier", "classifier_features",
-           "classifier_logits"]
+__all__ = ["SIGMA_CLEAN", "FEATURES", "init_classifier", "init_digits_classifier",
+           "classifier_features", "classifier_logits"]
 
 SIGMA_CLEAN = 0.002
 FEATURES = 64
@@ -24,27 +27,42 @@ EMBED_DIM = 32
 WIDTHS = (32, 64, 64)
 
 
-def init_digits_classifier(key) -> dict:
-    """Initialises the parameters of :func:`classifier_logits`."""
+def init_classifier(key, image_size: int, patch: int = 1, image_channels: int = 1) -> dict:
+    """Initialises the parameters of :func:`classifier_logits`.
+
+    Args:
+        key: a ``jax.random`` key.
+        image_size: side of the (square) images; ``image_size / patch`` must be even.
+        patch: side of the pixel blocks folded into channels.
+        image_channels: channels of the images.
+    """
+    side = image_size // patch // 2
+    if side * 2 * patch != image_size:
+        raise ValueError(f"image_size / patch must be even, got {image_size} / {patch}.")
     keys = iter(jax.random.split(key, 10))
     params = {"time": dense_init(next(keys), EMBED_DIM, sum(WIDTHS))}
-    c_in = 1
+    c_in = image_channels * patch * patch
     for i, width in enumerate(WIDTHS):
         params[f"conv{i}"] = conv_init(next(keys), c_in, width)
         c_in = width
-    params["features"] = dense_init(next(keys), 16 * c_in, FEATURES)
+    params["features"] = dense_init(next(keys), side * side * c_in, FEATURES)
     params["logits"] = dense_init(next(keys), FEATURES, 10)
     return params
+
+
+def init_digits_classifier(key) -> dict:
+    """Initialises the digits classifier (8x8 images, no patches)."""
+    return init_classifier(key, 8)
 
 
 def classifier_features(params: dict, x, sigma, sigma_data: float):
     """Penultimate features of noisy images.
 
     Args:
-        params: from :func:`init_digits_classifier`.
-        x: images ``x0 + sigma eps``, shape (N, 8, 8, 1).
+        params: from :func:`init_classifier`.
+        x: images ``x0 + sigma eps``, shape (N, H, W, C), of the size it was initialised for.
         sigma: noise level (scalar or (N,)); values below ``SIGMA_CLEAN`` are clamped to it.
-        sigma_data: standard deviation of the digits.
+        sigma_data: standard deviation of the training images.
 
     Returns:
         float32 array (N, FEATURES).
@@ -55,7 +73,8 @@ def classifier_features(params: dict, x, sigma, sigma_data: float):
     biases = dense(time_embedding(jnp.log(sigma) / 4, EMBED_DIM, max_freq=100.0),
                    params["time"])
     biases = jnp.split(biases, [sum(WIDTHS[:i]) for i in range(1, len(WIDTHS))], axis=-1)
-    h = x * jax.lax.rsqrt(sigma**2 + sigma_data**2)[:, None, None, None]
+    patch = round((params["conv0"]["w"].shape[2] // x.shape[-1]) ** 0.5)
+    h = space_to_depth(x * jax.lax.rsqrt(sigma**2 + sigma_data**2)[:, None, None, None], patch)
     for i in range(len(WIDTHS)):
         h = conv(h, params[f"conv{i}"], stride=2 if i == len(WIDTHS) - 1 else 1)
         h = jax.nn.silu(h + biases[i][:, None, None, :])

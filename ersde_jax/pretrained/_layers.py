@@ -10,7 +10,7 @@ import numpy as np
 
 __all__ = [
     "conv", "conv_init", "dense", "dense_init", "group_norm", "group_norm_init",
-    "time_embedding", "flatten_params", "unflatten_params",
+    "time_embedding", "space_to_depth", "depth_to_space", "flatten_params", "unflatten_params",
 ]
 
 
@@ -70,6 +70,27 @@ def time_embedding(s, dim: int, max_freq: float = 1000.0):
     freqs = jnp.exp(jnp.linspace(0.0, math.log(max_freq), dim // 2, dtype=s.dtype))
     angles = s[..., None] * freqs
     return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
+def space_to_depth(x, patch: int):
+    """Folds each ``patch`` x ``patch`` block of an NHWC image into channels.
+
+    (N, H, W, C) becomes (N, H / p, W / p, p * p * C); ``patch = 1`` returns ``x``.
+    """
+    if patch == 1:
+        return x
+    n, h, w, c = x.shape
+    x = x.reshape(n, h // patch, patch, w // patch, patch, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(n, h // patch, w // patch, patch * patch * c)
+
+
+def depth_to_space(x, patch: int):
+    """Inverse of :func:`space_to_depth`: (N, H, W, p*p*C) to (N, H*p, W*p, C)."""
+    if patch == 1:
+        return x
+    n, h, w, c = x.shape
+    x = x.reshape(n, h, w, patch, patch, c // patch**2).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(n, h * patch, w * patch, c // patch**2)
 
 
 def flatten_params(params: dict) -> dict[str, np.ndarray]:
