@@ -263,9 +263,12 @@ def test_zero_terminal_snr_reference(betas):
                                rtol=1e-9)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="issue 18 part 1: ej.paths.vp_discrete rejects a last beta of 1 "
-                          "(abar_T = 0, zero terminal SNR); the core redesign accepts it")
+def test_library_rescale_matches_lin_et_al_algorithm_1():
+    for betas in (sd_scaled_linear_betas(), np.linspace(1e-4, 0.02, 1000)):
+        np.testing.assert_allclose(ej.paths.rescale_zero_terminal_snr(betas),
+                                   zero_terminal_snr_betas(betas), rtol=1e-12, atol=1e-15)
+
+
 def test_vp_discrete_accepts_zero_terminal_snr():
     rescaled = zero_terminal_snr_betas(sd_scaled_linear_betas())
     path = ej.paths.vp_discrete(rescaled)
