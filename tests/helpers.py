@@ -1,9 +1,14 @@
-"""Small assertion helpers shared by the tests (the few chex-style checks we use)."""
+"""Helpers shared by the tests: assertions (chex where it serves), x64, and the numpy oracles.
+
+The oracles (the 3-component mixture's posterior mean, the DDIM loop, the discrete law of a linear
+solver on one Gaussian) are written once here, in float64 numpy, independently of the library.
+"""
 
 from __future__ import annotations
 
 import contextlib
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,8 +22,7 @@ def assert_allclose(actual, desired, rtol=1e-10, atol=0.0, err_msg=""):
 
 
 def assert_tree_all_finite(tree):
-    for leaf in jax.tree_util.tree_leaves(tree):
-        assert np.all(np.isfinite(np.asarray(leaf))), "non-finite values in tree"
+    chex.assert_tree_all_finite(tree)
 
 
 def fitted_order(steps, errors) -> float:
@@ -63,3 +67,82 @@ def assert_mixture_recovered(x, weights, means, stds, bias=0.02):
         assert abs(n / x.shape[0] - w) < 5 * np.sqrt(w * (1 - w) / x.shape[0])
         assert np.all(np.abs(xs.mean(0) - np.asarray(m)) < 5 * s / np.sqrt(n))
         assert np.all(np.abs(xs.var(0) / s**2 - 1) < 5 * np.sqrt(2 / n) + bias)
+
+
+def x64_each_test():
+    """x64 for one test; a module makes it its autouse fixture with
+    ``_x64 = pytest.fixture(autouse=True)(x64_each_test)`` (see test_er_sde.py)."""
+    with jax.enable_x64(True):
+        yield
+
+
+# --------------------------------------------------------------------------------------------
+# Numpy oracles.
+# --------------------------------------------------------------------------------------------
+
+WEIGHTS = np.array([0.3, 0.5, 0.2])  # the 3-component mixture in D = 3 of the reduction tests
+MEANS = np.array([[1.0, -0.5, 0.3], [-1.2, 0.8, 0.0], [0.2, 1.5, -1.0]])
+STDS = np.array([0.3, 0.5, 0.2])
+
+
+def np_posterior_mean(x, alpha, sigma, mu=0.0):
+    """E[x0 | x_t = x] of the mixture on x = mu + alpha (x0 - mu) + sigma eps (MATH.md sec. 5)."""
+    mu = np.broadcast_to(np.asarray(mu, np.float64), x.shape)
+    y = (x - mu) / alpha
+    c2 = (sigma / alpha) ** 2
+    m_c = MEANS[None] - mu[:, None, :]  # (B, K, D) component means relative to mu
+    var = STDS**2 + c2  # (K,)
+    diff = y[:, None, :] - m_c
+    logits = np.log(WEIGHTS) - 0.5 * MEANS.shape[1] * np.log(var) - 0.5 * np.sum(diff**2, -1) / var
+    logits -= logits.max(-1, keepdims=True)
+    pi = np.exp(logits)
+    pi /= pi.sum(-1, keepdims=True)
+    comp = m_c + (STDS**2 / var)[None, :, None] * diff
+    return mu + np.sum(pi[..., None] * comp, axis=1)
+
+
+def rel_err(actual, ref) -> float:
+    """Max absolute difference relative to the reference's largest magnitude."""
+    actual, ref = np.asarray(actual, np.float64), np.asarray(ref, np.float64)
+    return float(np.max(np.abs(actual - ref)) / np.max(np.abs(ref)))
+
+
+def ddim_reference(x_T, alpha, sigma, denoise=np_posterior_mean):
+    """Deterministic DDIM, ``x_t = alpha_t x0_hat + sigma_t eps_hat``, in numpy."""
+    x = np.array(x_T, np.float64)
+    for i in range(len(alpha) - 1):
+        x0 = denoise(x, alpha[i], sigma[i])
+        eps = (x - alpha[i] * x0) / sigma[i]
+        x = alpha[i + 1] * x0 + sigma[i + 1] * eps
+    return x
+
+
+def path_coefficients(path, ts):
+    """``alpha``, ``sigma`` on the grid ``ts`` as float64 numpy arrays."""
+    with x64():
+        ts = jnp.asarray(ts, jnp.float64)
+        return np.asarray(path.alpha(ts)), np.asarray(path.sigma(ts))
+
+
+@jax.jit
+def _jit_coefficients(solver, alpha, sigma):
+    return solver.coefficients(ej.Grid.from_values(alpha, sigma))
+
+
+class _Jitted:
+    """The solver with its ``coefficients`` compiled once per grid size and solver type (the
+    solver is a pytree argument), instead of dispatching every operation eagerly: seconds less."""
+
+    def __init__(self, solver):
+        self.solver, self.target = solver, solver.target
+
+    def coefficients(self, grid):
+        return _jit_coefficients(self.solver, grid.alpha, grid.sigma)
+
+
+def discrete_law(solver, path, ts, mean, std):
+    """Exact mean and variance of a linear solver's output for ``N(mean, std^2)`` (centred mean
+    per coordinate), started from the exact marginal at ``ts[0] = t_max``."""
+    (a_T,), (s_T,) = path_coefficients(path, [ts[0]])
+    return ej.testing.gaussian_sampler_moments(_Jitted(solver), path, ts, mean, std, a_T * mean,
+                                               float(np.hypot(a_T * std, s_T)))

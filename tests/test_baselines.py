@@ -1,4 +1,6 @@
-"""Baselines on the exact Gaussian: Euler / Euler-Maruyama, DDIM(eta), SDE-DPM-Solver++(2M).
+"""Baselines on the exact Gaussian: Euler / Euler-Maruyama, SDE-DPM-Solver++(2M).
+
+DDIM(eta) is tested in ``test_ddim.py``.
 
 The data is one Gaussian ``N(MEAN, STD^2 I)`` with its exact (affine) denoiser. ODE samplers are
 checked pathwise against the closed-form flow (``ej.testing.gaussian_pf_ode``, x64); SDE samplers
@@ -11,13 +13,20 @@ EDM's stochastic sampler (Algorithm 2) is covered in ``test_edm.py``: its exact 
 against Monte Carlo, and its variance bias falling at order 2 towards the data law.
 """
 
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_allclose, fitted_order, gaussian_model, two_component_mixture, x64
+from helpers import (
+    assert_allclose,
+    discrete_law,
+    fitted_order,
+    gaussian_model,
+    path_coefficients,
+    two_component_mixture,
+    x64,
+)
 
 import ersde_jax as ej
 
@@ -31,42 +40,11 @@ def _path(name):
     return ej.paths.vp_linear() if name == "vp_linear" else ej.paths.ir_sde(max_sigma=0.5, T=100)
 
 
-def _coefficients(path, ts):
-    """``alpha``, ``sigma`` on the grid ``ts`` as float64 numpy arrays."""
-    with x64():
-        ts = jnp.asarray(ts, jnp.float64)
-        return np.asarray(path.alpha(ts)), np.asarray(path.sigma(ts))
-
-
-@jax.jit
-def _jit_coefficients(solver, alpha, sigma):
-    return solver.coefficients(ej.Grid.from_values(alpha, sigma))
-
-
-class _Jitted:
-    """The solver with its ``coefficients`` compiled once per grid size and solver type (the
-    solver is a pytree argument), instead of dispatching every operation eagerly: seconds less."""
-
-    def __init__(self, solver):
-        self.solver, self.target = solver, solver.target
-
-    def coefficients(self, grid):
-        return _jit_coefficients(self.solver, grid.alpha, grid.sigma)
-
-
-def _discrete_law(solver, path, ts, mean):
-    """Exact mean and variance of the solver's output for ``N(mean, STD^2)`` (centred mean per
-    coordinate, ``MEAN - mu``), started from the exact marginal at ``ts[0] = t_max``."""
-    (a_T,), (s_T,) = _coefficients(path, [ts[0]])
-    return ej.testing.gaussian_sampler_moments(_Jitted(solver), path, ts, mean, STD, a_T * mean,
-                                               math.hypot(a_T * STD, s_T))
-
-
 def _weak_errors(solver, path, grid, mean):
     """Max mean error and relative variance error of the discrete law at each of WEAK_STEPS."""
     mean_errors, var_errors = [], []
     for n in WEAK_STEPS:
-        m, v = _discrete_law(solver, path, grid(path, n), mean)
+        m, v = discrete_law(solver, path, grid(path, n), mean, STD)
         mean_errors.append(float(np.max(np.abs(m - mean))))
         var_errors.append(abs(v / STD**2 - 1))
     return mean_errors, var_errors
@@ -138,93 +116,11 @@ def test_euler_last_step_to_clean_time_is_denoising(name, sde):
         res = ej.sample(jax.random.key(2), model, x_T, solver, timesteps=ts, mu=mu,
                         save_fn=lambda info: info.x)
         before = res.saved[-1]  # the state at t_min
-        (a,), (s,) = _coefficients(path, [path.t_min])
+        (a,), (s,) = path_coefficients(path, [path.t_min])
         expected = ej.testing.mixture_posterior_mean(mixture, before, a, s, mu0)
         assert_allclose(res.x, expected, rtol=1e-10, atol=1e-12)
         # The last step moves the state by ~1e-4 (sigma(t_min) ~ 1e-2), far above the tolerance.
         assert float(jnp.max(jnp.abs(res.x - before))) > 1e-5
-
-
-# --------------------------------------------------------------------------------------------
-# DDIM with intermediate eta (Song et al. 2021, eq. 12).
-# --------------------------------------------------------------------------------------------
-
-
-def _ddim_c(eta, a_s, a_t, s_s, s_t):
-    """The noise level of eq. 12 on a general path; on VP it is Song et al.'s
-    ``sigma_t(eta) = eta sqrt((1 - abar_{t-1}) / (1 - abar_t)) sqrt(1 - abar_t / abar_{t-1})``."""
-    return eta * s_t * math.sqrt(1.0 - (a_s * s_t / (a_t * s_s)) ** 2)
-
-
-def _ddim_eq12(denoise, x, alpha, sigma, eta, zs):
-    """DDIM, eq. 12: ``x_t = alpha_t x0 + sqrt(sigma_t^2 - c^2) eps_hat + c z`` (numpy)."""
-    for i in range(len(alpha) - 1):
-        a_s, a_t, s_s, s_t = alpha[i], alpha[i + 1], sigma[i], sigma[i + 1]
-        x0 = denoise(x, a_s, s_s)
-        eps = (x - a_s * x0) / s_s
-        c = _ddim_c(eta, a_s, a_t, s_s, s_t)
-        x = a_t * x0 + math.sqrt(s_t**2 - c**2) * eps + c * zs[i]
-    return x
-
-
-def _ddim_eq12_moments(path, ts, eta, c_fn=_ddim_c):
-    """Mean and variance per coordinate of eq. 12's output for ``N(MEAN, STD^2)``, from the exact
-    marginal at ``ts[0]``: with ``x0_hat = m + k (x - alpha_s m)`` each step is ``A x + B + c z``.
-    """
-    alpha, sigma = _coefficients(path, ts)
-    mean, var = alpha[0] * MEAN, alpha[0] ** 2 * STD**2 + sigma[0] ** 2
-    for i in range(len(ts) - 1):
-        a_s, a_t, s_s, s_t = alpha[i], alpha[i + 1], sigma[i], sigma[i + 1]
-        k = STD**2 * a_s / (a_s**2 * STD**2 + s_s**2)
-        c = c_fn(eta, a_s, a_t, s_s, s_t)
-        keep = math.sqrt(s_t**2 - c**2)
-        gain = a_t * k + keep * (1.0 - a_s * k) / s_s
-        shift = (a_t - keep * a_s / s_s) * (1.0 - k * a_s) * MEAN
-        mean, var = gain * mean + shift, gain**2 * var + c**2
-    return mean, var
-
-
-@pytest.mark.parametrize("path", [ej.paths.vp_linear(), ej.paths.edm()], ids=["vp", "edm"])
-def test_ddim_intermediate_eta_is_eq_12(path):
-    """ej.ddim(0.5) equals a numpy transcription of eq. 12 with the same noise draws (x64)."""
-    with x64():
-        mixture = two_component_mixture(jnp.float64)
-        model = ej.testing.mixture_model(mixture, path)
-        x_T = ej.prior_sample(jax.random.key(0), path, (6, 2), dtype=jnp.float64)
-        key, steps = jax.random.key(3), 12
-        ts = ej.timesteps.karras(path, steps)
-        x = ej.sample(key, model, x_T, ej.ddim(0.5), timesteps=ts).x
-        zs = [np.asarray(jax.random.normal(jax.random.fold_in(key, i), x_T.shape, jnp.float64))
-              for i in range(steps)]
-        denoise = lambda x, a, s: np.asarray(  # noqa: E731
-            ej.testing.mixture_posterior_mean(mixture, jnp.asarray(x), a, s))
-        alpha, sigma = _coefficients(path, ts)
-        expected = _ddim_eq12(denoise, np.asarray(x_T), alpha, sigma, 0.5, zs)
-        ode = _ddim_eq12(denoise, np.asarray(x_T), alpha, sigma, 0.0, zs)
-    assert_allclose(x, expected, rtol=1e-10, atol=1e-10)
-    assert np.max(np.abs(expected - ode)) > 1e-2  # the noise matters at this tolerance
-
-
-@pytest.mark.parametrize("path", [ej.paths.vp_linear(), ej.paths.edm()], ids=["vp", "edm"])
-def test_ddim_intermediate_eta_weak_order_one(path):
-    """DDIM(0.5)'s discrete law (Karras grids) is eq. 12's, and tends to the data law at order 1.
-
-    Measured variance orders (N = 40-320): vp 0.949, edm 0.955. With ``c = eta sigma_t`` (the
-    square-root factor dropped) the order is ~0.39 and the bias still 0.085 at 320 steps.
-    """
-    errors = []
-    for n in WEAK_STEPS:
-        ts = ej.timesteps.karras(path, n)
-        mean, var = _discrete_law(ej.ddim(0.5), path, ts, MEAN)
-        ref_mean, ref_var = _ddim_eq12_moments(path, ts, 0.5)
-        assert abs(mean - ref_mean) < 1e-12 and abs(var / ref_var - 1) < 1e-10
-        assert abs(mean - MEAN) < 1e-12  # the exact denoiser leaves no mean bias
-        errors.append(abs(var / STD**2 - 1))
-    assert fitted_order(WEAK_STEPS, errors) >= 0.9 and errors[-1] < 0.03
-    wrong = [abs(_ddim_eq12_moments(path, ej.timesteps.karras(path, n), 0.5,
-                                    lambda eta, a_s, a_t, s_s, s_t: eta * s_t)[1] / STD**2 - 1)
-             for n in WEAK_STEPS]
-    assert fitted_order(WEAK_STEPS, wrong) < 0.6 and wrong[-1] > 0.05
 
 
 # --------------------------------------------------------------------------------------------

@@ -32,27 +32,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import MEANS, STDS, WEIGHTS, np_posterior_mean, rel_err, x64_each_test
 
 import ersde_jax as ej
+
+_x64 = pytest.fixture(autouse=True)(x64_each_test)
 
 RTOL = 1e-10
 FAR = 1e-6  # a wrong variant must differ from the reference by at least this (relative)
 BATCH, DIM = 8, 3
 
-WEIGHTS = np.array([0.3, 0.5, 0.2])
-MEANS = np.array([[1.0, -0.5, 0.3], [-1.2, 0.8, 0.0], [0.2, 1.5, -1.0]])
-STDS = np.array([0.3, 0.5, 0.2])
 
 IR_T, IR_MAX_SIGMA, IR_EPS = 100, 0.5, 0.01
 # Integer indices of the IR-SDE path (non-uniform in lambda), ending at index 0 (sigma > 0).
 IR_GRID = np.array([100, 90, 81, 72, 64, 56, 49, 42, 36, 30, 25, 20, 16, 12, 9, 6, 4, 2, 1, 0],
                    np.float64)
-
-
-@pytest.fixture(autouse=True)
-def _x64():
-    with jax.enable_x64(True):
-        yield
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,31 +80,10 @@ def np_ir_sde(ts, max_sigma=IR_MAX_SIGMA):
     return np.exp(-tb), max_sigma * np.sqrt(-np.expm1(-2.0 * tb))
 
 
-def np_posterior_mean(x, alpha, sigma, mu=0.0):
-    """E[x0 | x_t = x] of the mixture on x = mu + alpha (x0 - mu) + sigma eps (MATH.md sec. 5)."""
-    mu = np.broadcast_to(np.asarray(mu, np.float64), x.shape)
-    y = (x - mu) / alpha
-    c2 = (sigma / alpha) ** 2
-    m_c = MEANS[None] - mu[:, None, :]  # (B, K, D) component means relative to mu
-    var = STDS**2 + c2  # (K,)
-    diff = y[:, None, :] - m_c
-    logits = np.log(WEIGHTS) - 0.5 * DIM * np.log(var) - 0.5 * np.sum(diff**2, -1) / var
-    logits -= logits.max(-1, keepdims=True)
-    pi = np.exp(logits)
-    pi /= pi.sum(-1, keepdims=True)
-    comp = m_c + (STDS**2 / var)[None, :, None] * diff
-    return mu + np.sum(pi[..., None] * comp, axis=1)
-
-
 def draws(key, n, shape):
     """The library's Gaussian draw of every step i < n."""
     return [np.asarray(jax.random.normal(jax.random.fold_in(key, i), shape, jnp.float64))
             for i in range(n)]
-
-
-def rel_err(actual, ref):
-    actual, ref = np.asarray(actual, np.float64), np.asarray(ref, np.float64)
-    return float(np.max(np.abs(actual - ref)) / np.max(np.abs(ref)))
 
 
 def step_orders(order, steps, lower_below=15):

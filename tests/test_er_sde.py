@@ -20,22 +20,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import MEANS, STDS, WEIGHTS, ddim_reference, np_posterior_mean, rel_err, x64_each_test
 
 import ersde_jax as ej
+
+_x64 = pytest.fixture(autouse=True)(x64_each_test)
 
 RTOL = 1e-10
 BATCH, DIM = 8, 3
 KEY_SEED = 1234
 
-WEIGHTS = np.array([0.3, 0.5, 0.2])
-MEANS = np.array([[1.0, -0.5, 0.3], [-1.2, 0.8, 0.0], [0.2, 1.5, -1.0]])
-STDS = np.array([0.3, 0.5, 0.2])
-
-
-@pytest.fixture(autouse=True)
-def _x64():
-    with jax.enable_x64(True):
-        yield
 
 
 # --------------------------------------------------------------------------------------------
@@ -60,20 +54,6 @@ def np_alpha_sigma(name, ts):
     else:
         raise ValueError(name)
     return np.exp(0.5 * log_abar), np.sqrt(-np.expm1(log_abar))
-
-
-def np_posterior_mean(x, alpha, sigma):
-    """E[x0 | x_t = x] of the isotropic mixture (MATH.md section 5, mu = 0)."""
-    y = x / alpha
-    c2 = (sigma / alpha) ** 2
-    var = STDS**2 + c2  # (K,)
-    diff = y[:, None, :] - MEANS[None]  # (B, K, D)
-    logits = np.log(WEIGHTS) - 0.5 * DIM * np.log(var) - 0.5 * np.sum(diff**2, -1) / var
-    logits -= logits.max(-1, keepdims=True)
-    pi = np.exp(logits)
-    pi /= pi.sum(-1, keepdims=True)
-    comp = MEANS[None] + (STDS**2 / var)[None, :, None] * diff
-    return np.sum(pi[..., None] * comp, axis=1)
 
 
 PHI = {
@@ -230,10 +210,6 @@ def run_library(path, ts, x_T, key, **kwargs):
     return np.asarray(out)
 
 
-def rel_err(a, b):
-    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(b)))
-
-
 def assert_matches(actual, reference, tol=RTOL):
     err = rel_err(actual, reference)
     assert np.all(np.isfinite(actual))
@@ -258,15 +234,6 @@ def grid(name, kind, steps):
 # --------------------------------------------------------------------------------------------
 # 1. phi = x, order 1 is DDIM (eta = 0).
 # --------------------------------------------------------------------------------------------
-
-
-def ddim_reference(x_T, alpha, sigma):
-    x = np.array(x_T, np.float64)
-    for i in range(len(alpha) - 1):
-        x0 = np_posterior_mean(x, alpha[i], sigma[i])
-        eps = (x - alpha[i] * x0) / sigma[i]
-        x = alpha[i + 1] * x0 + sigma[i + 1] * eps
-    return x
 
 
 @pytest.mark.parametrize(
