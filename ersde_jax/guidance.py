@@ -142,7 +142,7 @@ def classifier_guidance(model: Model, log_prob_fn: Callable, classifier_params: 
         raise TypeError(f"classifier_guidance: log_prob_fn must be callable, got "
                         f"{type(log_prob_fn).__name__}.")
 
-    def apply_fn(params, x, t, cond, mu):
+    def apply_fn(params, x, t, cond, mu=0.0):
         net_params, c_params, s = params
         alpha, sigma = _coefficients(model.path, t, x.dtype)
         eps = _predictions(model, net_params, x, t, alpha, sigma, cond, mu).eps
@@ -206,7 +206,7 @@ def thresholded(model: Model, ratio=0.995, max_value=float("inf")) -> Model:
     _check_model("thresholded", model)
     _check_threshold(ratio, max_value)
 
-    def apply_fn(params, x, t, cond, mu):
+    def apply_fn(params, x, t, cond, mu=0.0):
         net_params, p, s_max = params
         alpha, sigma = _coefficients(model.path, t, x.dtype)
         x0 = _predictions(model, net_params, x, t, alpha, sigma, cond, mu).x0 + mu

@@ -68,13 +68,14 @@ def test_model_loads_with_its_path_and_finite_small_params(model):
 def test_network_output_shape_for_scalar_and_per_image_times(model, test_data):
     _, degraded = test_data
     x = jnp.asarray(degraded[:5])
-    out = model.apply_fn(model.params, x, jnp.asarray(50.0), x)
+    assert model.takes_mu  # the network is conditioned on the degraded image, the path's mean
+    out = model.apply_fn(model.params, x, jnp.asarray(50.0), None, x)
     assert out.shape == x.shape and out.dtype == x.dtype
     assert_tree_all_finite(out)
-    per_image = model.apply_fn(model.params, x, jnp.full((5,), 50.0), x)
+    per_image = model.apply_fn(model.params, x, jnp.full((5,), 50.0), None, x)
     np.testing.assert_allclose(per_image, out, rtol=1e-5, atol=1e-5)
     with x64():  # float32 weights, float64 state: the output follows x's dtype
-        out64 = model.apply_fn(model.params, x.astype(jnp.float64), jnp.asarray(50.0), x)
+        out64 = model.apply_fn(model.params, x.astype(jnp.float64), jnp.asarray(50.0), None, x)
         assert out64.dtype == jnp.float64
     np.testing.assert_allclose(out64, out, rtol=1e-5, atol=1e-5)
 

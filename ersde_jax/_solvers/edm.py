@@ -93,10 +93,11 @@ class EDM(AbstractSolver):
             lam_hat = -jnp.log(rho_i) - jnp.log1p(jnp.where(churned, gamma, 0.0))
             t_hat = jnp.where(churned, path.t_from_lambda(lam_hat), t_i)
         else:
-            t_hat = t_i
+            churned, t_hat = jnp.zeros(steps, bool), t_i
         a_hat, s_hat = path.alpha(t_hat), path.sigma(t_hat)
-        rho_hat = s_hat / a_hat
-        # (a - b)(a + b): exactly 0 without churn (a fused a^2 - b^2 would leave rounding error).
+        # Without churn rho_hat is the grid's own rho (recomputing it could round differently),
+        # and (a - b)(a + b) is then exactly 0 (a fused a^2 - b^2 would leave rounding error).
+        rho_hat = jnp.where(churned, s_hat / a_hat, rho_i)
         noise = self.s_noise * safe_sqrt((rho_hat - rho_i) * (rho_hat + rho_i))
         clean = sigma[1:] == 0
         # The corrector is skipped on a step to sigma = 0; give its (unused) call a safe time.
