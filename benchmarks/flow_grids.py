@@ -311,21 +311,24 @@ def print_tables(rows, info) -> None:
 
 
 def plot(record_, png) -> None:
-    """One row per problem metric, one column per solver; one line per grid."""
+    """One row per problem metric, one column per solver, one line per grid; floors dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = record_["results"]
+    rows, info = record_["results"], record_["info"]
     solvers = list(dict.fromkeys(r["solver"] for r in rows))
+    nfes = sorted({r["nfe"] for r in rows})
+    floors = dict(swd=info.get("gmm", {}).get("swd_floor", {}).get("mean"),
+                  digits_fd=info.get("digits", {}).get("digits_fd_floor"))
     panels = [("gaussian", "exact_var", "|variance error| (exact)", lambda v: abs(v - STD**2)),
               ("gmm", "swd", "SWD to exact samples", abs),
               ("gmm", "pf_ode_rmse", "RMSE to the PF-ODE solution", abs),
               ("digits", "digits_fd", "digits FD (first seed)", abs)]
     panels = [p for p in panels if any(r["dataset"] == p[0] for r in rows)]
     fig, axes = plt.subplots(len(panels), len(solvers), squeeze=False,
-                             figsize=(4 * len(solvers), 3.2 * len(panels)))
+                             figsize=(3.6 * len(solvers), 2.9 * len(panels)))
     for row_axes, (dataset, metric, label, transform) in zip(axes, panels, strict=True):
         for ax, solver in zip(row_axes, solvers, strict=True):
             for grid in GRIDS:
@@ -334,11 +337,18 @@ def plot(record_, png) -> None:
                              == (dataset, metric, solver, grid))
                 if pts:
                     ax.plot(*zip(*pts, strict=True), marker="o", label=grid)
+            if not ax.lines:  # a metric of the deterministic solvers only
+                ax.set_axis_off()
+                continue
+            if floors.get(metric) is not None:
+                ax.axhline(floors[metric], color="black", ls=":", lw=1, label="floor")
             ax.set(xscale="log", yscale="log", title=f"{dataset}: {solver}", xlabel="NFE",
                    ylabel=label)
-    axes[0, 0].legend(fontsize=8)
+            ax.set_xticks(nfes, [str(n) for n in nfes], minor=False)
+            ax.set_xticks([], minor=True)
+    axes[1 if len(panels) > 1 else 0, 0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(png, dpi=90)
+    fig.savefig(png, dpi=70)
     plt.close(fig)
 
 
