@@ -83,22 +83,10 @@ CONFIGS = {
 }
 
 
-def shifted_uniform_t(path, steps: int, shift: float = SHIFT) -> np.ndarray:
-    """SD3's shifted uniform grid ``t = s u / (1 + (s - 1) u)``, ``u`` uniform.
-
-    ``u`` runs between the unshifted images ``t / (s - (s - 1) t)`` of ``path.t_max`` and
-    ``path.t_min``, so the grid starts and makes its last call where the other grids do; the
-    clean time follows. ``s > 1`` moves the points toward ``t = 1`` (the noise).
-    """
-    unshift = lambda t: t / (shift - (shift - 1) * t)  # noqa: E731
-    u = np.linspace(unshift(path.t_max), unshift(path.t_min), steps)
-    return np.append(shift * u / (1 + (shift - 1) * u), path.t_clean)
-
-
 GRIDS = {
     "karras": ej.timesteps.karras,
     "uniform_t": ej.timesteps.uniform_t,
-    "shifted_t": shifted_uniform_t,
+    "shifted_t": functools.partial(ej.timesteps.shifted_uniform_t, shift=SHIFT),
     "uniform_lambda": ej.timesteps.uniform_lambda,
 }
 

@@ -71,17 +71,21 @@ class Grid(NamedTuple):
         return jnp.all(jnp.isfinite(self.t)) & jnp.all(jnp.diff(self.t) < 0)
 
 
+_GRIDS = {"karras": karras, "uniform_t": uniform_t}
+
+
 def default_timesteps(path: GaussianPath, steps: int) -> np.ndarray:
     """The default grid of a path family, ending at the clean time.
 
-    Karras (rho = 7) in ``sigma / alpha``, except where a path starts from pure noise
-    (``alpha(t_max) = 0``), where no grid in ``rho`` or ``lambda`` reaches the start: "trailing"
-    on discrete schedules (it includes index T, as for zero-terminal-SNR models) and uniform
-    model time otherwise.
+    Karras (rho = 7) in ``sigma / alpha`` (EDM, VP, IR-SDE); uniform model time on flow paths,
+    which measured best at NFE 10-20 there (``benchmarks/flow_grids.py``: first in 20 of 30
+    comparisons, Karras in none). A discrete path that starts from pure noise
+    (``alpha(t_max) = 0``), where no grid in ``rho`` reaches the start, gets "trailing" (it
+    includes index T, as zero-terminal-SNR models are sampled).
     """
-    if not path.zero_snr_start:
-        return karras(path, steps)
-    return trailing(path, steps) if path.is_discrete else uniform_t(path, steps)
+    if path.is_discrete and path.zero_snr_start:
+        return trailing(path, steps)
+    return _GRIDS[path.default_grid](path, steps)
 
 
 def resolve_timesteps(path: GaussianPath, steps, timesteps):

@@ -48,6 +48,7 @@ class GaussianPath:
     t_clean: float = dataclasses.field(default=0.0, init=False)
     v_scale: float = dataclasses.field(default=1.0, init=False)
 
+    default_grid: ClassVar[str] = "karras"  # the family's default grid (ej.timesteps.default)
     is_discrete: ClassVar[bool] = False  # model time is a training-step index, data at -1
     mean_reverting: ClassVar[bool] = False  # reverts to a mean mu (IR-SDE)
     variance_preserving: ClassVar[bool] = False  # alpha^2 + (sigma / v_scale)^2 = 1
@@ -352,6 +353,8 @@ def rescale_zero_terminal_snr(betas) -> np.ndarray:
 @dataclasses.dataclass(frozen=True)
 class Flow(GaussianPath):
     """Rectified-flow path ``alpha = 1 - t``, ``sigma = t``."""
+
+    default_grid: ClassVar[str] = "uniform_t"  # measured best at NFE 10-20 (flow_grids.py)
 
     def alpha(self, t):
         """``alpha_t = 1 - t``."""

@@ -198,8 +198,9 @@ def sample(
         solver: a solver pytree (e.g. :func:`er_sde`, :func:`edm_heun`).
         steps: number of steps (default 20, or ``len(timesteps) - 1``); the network evaluations
             are ``solver.nfe(steps)``: one per step, 2N - 1 for the EDM samplers.
-        timesteps: decreasing grid of ``steps + 1`` model times; default the Karras grid of the
-            path ending at ``sigma = 0``. A traced grid is checked at run time (NaN if invalid).
+        timesteps: decreasing grid of ``steps + 1`` model times; default
+            ``ej.timesteps.default(path, steps)`` (Karras; uniform t on flow paths), ending at
+            ``sigma = 0``. A traced grid is checked at run time (NaN if invalid).
         mu: the mean of a mean-reverting path (broadcast to ``x_T``); default 0.
         cond: conditioning pytree passed to ``apply_fn`` (never replaced by ``mu``: a network
             conditioned on the mean declares ``Model(..., takes_mu=True)``).
@@ -365,7 +366,7 @@ def transition_log_prob(
         solver: the stochastic linear-kernel solver that produced the trajectory.
         trajectory: the states ``x_0 = x_T, x_1, ..., x_N``, shape ``(steps + 1, *x_T.shape)``;
             e.g. ``x_T[None]`` followed by the outputs of ``save_fn=lambda info: info.x_next``.
-        timesteps: the grid of the run (default: the Karras grid of ``steps``).
+        timesteps: the grid of the run (default: ``ej.timesteps.default(path, steps)``).
         mu, cond, denoised_fn: as in :func:`sample`.
 
     Returns:

@@ -47,7 +47,7 @@ def ersde_sample(
 
     ``jax.jit(ersde_sample)(key, model, x_T)`` compiles the whole sampler into one program:
     20 network evaluations of ER-SDE-Solver-3 with ``phi(x) = x (exp(x^0.3) + 10)`` on the
-    Karras grid of the model's path.
+    default grid of the model's path (Karras; uniform t on flow paths).
 
     Args:
         key: a ``jax.random`` key, or one key per sample.
@@ -59,7 +59,8 @@ def ersde_sample(
         eta: ``phi_eta = x^(1-eta) phi^eta`` interpolates from the ODE (0) to ``phi`` (1).
         s_noise: scale of the injected noise (1 = the paper).
         timesteps: decreasing grid of ``steps + 1`` model times (sigmas for ``edm``, indices
-            for ``vp_discrete``); default Karras (rho = 7) ending at ``sigma = 0``.
+            for ``vp_discrete``); default ``ej.timesteps.default`` (Karras, rho = 7; uniform t
+            on flow paths) ending at ``sigma = 0``.
         derivative: "quadratic" (default, true third order) or "backward" (the release's).
         riemann_points: reproduce the release's N-point Riemann sums instead of quadrature.
         noise_scale_params: parameters of a callable ``phi(rho, params)``.

@@ -96,11 +96,11 @@ def uniform_t(path: GaussianPath, steps: int, *, end: str = "clean") -> np.ndarr
 
 def shifted_uniform_t(path: GaussianPath, steps: int, *, shift: float = 3.0, end: str = "clean"
                       ) -> np.ndarray:
-    """Uniform model time warped by ``t' = s t / (1 + (s - 1) t)`` (SD3, Esser et al. 2024).
+    """SD3's shifted uniform grid ``t = s u / (1 + (s - 1) u)`` (Esser et al. 2024), u uniform.
 
-    Meant for flow paths (model time in ``[0, 1]``): ``shift > 1`` spends more steps at high noise.
-    The uniform points run from ``t_max`` to ``t_min``; the warp maps ``[0, 1]`` onto itself, so
-    the ends are kept when they are 0 and 1.
+    Meant for flow paths (model time in ``[0, 1]``): ``s > 1`` moves the points toward ``t = 1``
+    (the noise). ``u`` runs between the unshifted images ``t / (s - (s - 1) t)`` of ``t_max``
+    and ``t_min``, so the grid starts at ``t_max`` and makes its last call at ``t_min``.
 
     Args:
         path: the Gaussian path (continuous, model time in ``[0, 1]``).
@@ -113,11 +113,9 @@ def shifted_uniform_t(path: GaussianPath, steps: int, *, shift: float = 3.0, end
     if path.is_discrete or not 0.0 <= path.t_min < path.t_max <= 1.0:
         raise ValueError("shifted_uniform_t needs a continuous path with model time in [0, 1].")
     n = _eval_points(steps, end)
-    u = np.linspace(path.t_max, path.t_min, n)
-    t = shift * u / (1.0 + (shift - 1.0) * u)
-    t = np.clip(t, path.t_min, path.t_max)
-    t[0] = path.t_max
-    return _finish(path, t, end)
+    unshift = lambda t: t / (shift - (shift - 1.0) * t)  # noqa: E731
+    u = np.linspace(unshift(path.t_max), unshift(path.t_min), n)
+    return _finish(path, shift * u / (1.0 + (shift - 1.0) * u), end)
 
 
 def uniform_lambda(

@@ -15,7 +15,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import quality  # noqa: E402
 
 
-@pytest.mark.parametrize("script", ["speed.py", "mr_restoration.py", "convergence.py", "tuned.py"])
+@pytest.mark.parametrize(
+    "script", ["speed.py", "mr_restoration.py", "convergence.py", "tuned.py", "flow_grids.py"])
 def test_benchmark_quick(script, tmp_path):
     out = tmp_path / "result.json"
     proc = subprocess.run(
@@ -35,6 +36,10 @@ def test_benchmark_quick(script, tmp_path):
             assert ("relative_rmse" in row) == (not row["stochastic"]), name
     elif script == "convergence.py":
         assert all(np.isfinite(r["order"]) for r in record["results"])
+    elif script == "flow_grids.py":
+        grids = {row["grid"] for row in record["results"]}
+        assert grids == {"karras", "uniform_t", "shifted_t", "uniform_lambda"}
+        assert all(np.isfinite(row["value"]) for row in record["results"])
     elif script == "tuned.py":
         assert out.with_suffix(".png").stat().st_size > 10_000
         for row in record["results"]:
