@@ -28,10 +28,12 @@ __all__ = ["eval_f64", "is_concrete", "sqrt_vanishing", "safe_sqrt", "pytree_dat
 
 
 def eval_f64(fn, *args) -> np.ndarray:
-    """``fn(*args)`` evaluated eagerly in float64 on the CPU, even inside a ``jax.jit`` trace."""
+    """``fn(*args)`` evaluated eagerly in float64 on this process's CPU, even inside a
+    ``jax.jit`` trace (a local device: under ``jax.distributed`` another process's is not
+    addressable)."""
     args = [np.asarray(a, np.float64) for a in args]
     with jax.ensure_compile_time_eval(), jax.enable_x64(True), jax.default_device(
-        jax.devices("cpu")[0]
+        jax.local_devices(backend="cpu")[0]
     ):
         return np.asarray(fn(*args), np.float64)
 

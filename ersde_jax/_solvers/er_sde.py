@@ -90,11 +90,12 @@ class ERSDE(AbstractLinearMultistep):
             inf = jnp.asarray(jnp.inf, rho_t.dtype)
             phi_at_inf = jax.lax.stop_gradient(self.noise_scale.log_g(inf))
             flat = self.eta == 0
-            unbounded = (phi_at_inf == jnp.inf) & ~flat
-            point = jnp.where(unbounded | flat, jnp.ones_like(inf), inf)  # finite derivatives
+            bounded = jnp.isfinite(phi_at_inf) | flat  # else g -> inf (NaN: rejected by check)
+            # Evaluate at inf only where that is finite, so no masked branch leaks NaN gradients.
+            point = jnp.where(bounded & ~flat, inf, jnp.ones_like(inf))
             lg_inf = jnp.where(flat, 0.0, self.eta * self.noise_scale.log_g(point))
             lg_t = jnp.where(flat, 0.0, self.eta * self.noise_scale.log_g(rho_t))
-            decay = jnp.where(unbounded, 0.0, jnp.exp(lg_t - lg_inf))
+            decay = jnp.where(bounded, jnp.exp(lg_t - lg_inf), 0.0)
         zero = jnp.zeros_like(a_t)
         return StepCoefficients(
             x=s_t / s_0 * decay,
