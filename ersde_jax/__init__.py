@@ -11,6 +11,7 @@ from . import presets as presets
 from . import pretrained as pretrained
 from . import testing as testing
 from . import timesteps as timesteps
+from ._generate import generate as generate
 from ._model import Model as Model
 from ._noise_scale import NOISE_SCALES as NOISE_SCALES
 from ._noise_scale import NoiseScale as NoiseScale
@@ -49,5 +50,5 @@ __all__ = [
     "euler_maruyama", "euler_ode", "sample", "transition_log_prob", "ersde_sample", "mr_sample",
     "mr_grid",
     "TIME_SCHEDULES", "prior_sample", "paths", "timesteps", "testing", "guidance", "metrics",
-    "pretrained", "presets",
+    "pretrained", "presets", "generate",
 ]
