@@ -15,6 +15,7 @@ from . import timesteps as timesteps
 from ._adjoint import FullAdjoint as FullAdjoint
 from ._adjoint import RematAdjoint as RematAdjoint
 from ._adjoint import TruncatedAdjoint as TruncatedAdjoint
+from ._generate import generate as generate
 from ._grid import Grid as Grid
 from ._model import Model as Model
 from ._noise import BrownianNoise as BrownianNoise
@@ -61,5 +62,5 @@ __all__ = [
     "euler_maruyama", "euler_ode", "sample", "transition_log_prob", "ersde_sample", "mr_sample",
     "mr_grid",
     "TIME_SCHEDULES", "prior_sample", "paths", "timesteps", "testing", "guidance", "metrics",
-    "pretrained", "presets",
+    "pretrained", "presets", "generate",
 ]
