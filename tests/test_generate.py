@@ -119,10 +119,6 @@ def test_device_count_invariance(reference, tmp_path, tmp_path_factory):
     assert_same_samples(reference, tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason="ersde_jax._concrete.eval_f64 evaluates on "
-                   "jax.devices('cpu')[0], process 0's device: every other process of a "
-                   "multi-process job fails to fetch the value. Fix: "
-                   "jax.local_devices(backend='cpu')[0]; then remove this marker.")
 def test_two_processes_equal_one(reference, tmp_path, tmp_path_factory):
     """jax.distributed on localhost: two processes with two CPU devices each (gloo)."""
     with socket.socket() as s:
