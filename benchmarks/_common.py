@@ -66,11 +66,16 @@ def make_record(benchmark: str, quick: bool, **fields) -> dict:
     return dict(benchmark=benchmark, quick=quick, **environment(), **fields)
 
 
+def write(record_: dict, out: Path) -> None:
+    """Writes ``record_`` to ``out`` as indented JSON (creating its folder)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record_, indent=2) + "\n")
+
+
 def finish(record_: dict, out: Path, summary: Callable[[dict, Path], None] | None = None) -> None:
     """Writes ``record_`` to ``out``, runs ``summary(record_, out)`` (tables, plots), and prints
     the record as one JSON object on the last stdout line."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record_, indent=2) + "\n")
+    write(record_, out)
     if summary is not None:
         summary(record_, out)
     print(json.dumps(record_))

@@ -1,9 +1,12 @@
 """Speed benchmark: how much the sampler costs on top of the network it calls.
 
-A small convolutional Flax denoiser (four 3x3 convolutions, 32 channels, GELU, ``log(sigma)``
-embedded as a per-channel bias, EDM preconditioning, random weights) on ``(B, 16, 16, 3)`` images
-is wrapped as an ``ej.Model`` on ``ej.paths.edm()`` predicting x0. On it we measure (wall clock,
-best of several repeats after a warm-up call, ``block_until_ready``):
+Three sections (``--sections``, default all): ``small``, ``networks`` and ``layout``.
+
+``small`` (the record's top-level fields): a small convolutional Flax denoiser (four 3x3
+convolutions, 32 channels, GELU, ``log(sigma)`` embedded as a per-channel bias, EDM
+preconditioning, random weights) on ``(B, 16, 16, 3)`` images is wrapped as an ``ej.Model`` on
+``ej.paths.edm()`` predicting x0. On it we measure (wall clock, best of several repeats after a
+warm-up call, ``block_until_ready``):
 
 * ``model_call_s``: one jitted network call.
 * ``sample_s[N]``: one jitted ``ej.ersde_sample`` run of N steps with the default solver
@@ -34,23 +37,54 @@ best of several repeats after a warm-up call, ``block_until_ready``):
   atol = 1e-5, float32, then the same denoising call); the stochastic ones have no pathwise
   reference and report time only.
 
+``networks`` (``benchmarks/networks.py``): the same questions for networks of the size users
+run, an ADM/EDM-style UNet (40M parameters, 64x64x3 pixels, EDM path, x0) and a DiT-B/2 (130M,
+32x32x4 latents, 1000-step DDPM path, eps, learned variance, plus a small convolutional decoder
+to 256x256x3 run once after sampling), class-conditional with classifier-free guidance (one call
+on the doubled batch), bfloat16 parameters and activations, the solver's state in float32; the
+default solver for ``steps`` steps. One record per network, at its headline batch:
+
+* ``overhead_ratio``: time(jitted sampler, N steps) / (N x time(one jitted guided network
+  call)), the median over rounds that alternate the two (target <= 1.05).
+* ``compile_seconds_sampler`` / ``compile_seconds_network`` (``compile_ratio``; target <= 1.3):
+  ``jax.jit(f).lower(...).compile()`` of the whole sampler and of the bare guided call.
+* ``peak_bytes_sampler`` / ``peak_bytes_network`` (``memory_ratio``; target <= 1.2): argument +
+  output + temp - alias bytes of XLA's ``memory_analysis()`` of those two programs
+  (``memory_parts`` keeps the parts and XLA's own ``peak_memory_in_bytes``).
+* ``peak_bytes_grad`` / ``peak_bytes_grad_remat``: the same for ``jax.grad`` of the mean square
+  of the sample w.r.t. the network parameters, through the sampler without and with per-step
+  remat (``checkpoint=True``), beside ``peak_bytes_grad_network`` (through one guided call);
+  compiled, not run (``--quick`` skips them).
+* ``solver_alone``: the sampler with the network replaced by ``x -> x / 2``: what the solver,
+  its tables, state, noise draws and the scan cost on their own (compile, bytes, time).
+* ``throughput``: samples/s against batch (and ``pipeline_samples_per_s`` with the decoder).
+
+``layout``: one stack of 3x3 convolutions (+ SiLU) in NHWC and in NCHW (``dimension_numbers``),
+bfloat16 and float32, same weights: time of each and their agreement.
+
 The record (device, versions, date, CPU count, the 1-minute load average before and after the
 run, since other busy processes inflate wall-clock times, batch and all numbers) is written to
 ``benchmarks/results/speed.json`` (``speed_quick.json`` with ``--quick``, or ``--out PATH``); a
 table is printed, and the last stdout line is the record as one JSON object. No timing is asserted.
+The networks and layout sections carry their own environment (``networks_run``, ``layout``);
+a full run of some ``--sections`` merges them into the existing file.
 
 Run from the repository root::
 
-    python benchmarks/speed.py            # batch 256, N = 10 and 50, compile at 10 and 200 steps
-    python benchmarks/speed.py --quick    # batch 32, N = 5 and 10, compile at 10 and 50 steps
+    python benchmarks/speed.py            # small: batch 256, N = 10 and 50; networks (CPU):
+                                          # batches 1 and 2, 5 steps
+    python benchmarks/speed.py --sections networks,layout   # ~15 minutes on 2 busy CPU cores
+    python benchmarks/speed.py --quick    # batch 32, N = 5 and 10; tiny networks, no gradients
+    bash benchmarks/device.sh             # on a GPU: networks at batches 8, 1, 64, 20 steps
 
-No GPU was lent to the runs recorded in ``benchmarks/results/``: every number there is from a
-shared 2-core CPU (the record's ``device`` and ``load_average_1min`` say so).
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
+import json
+import math
 import os
 import statistics
 import time
@@ -59,8 +93,9 @@ import diffrax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import networks
 import numpy as np
-from _common import arguments, finish, make_record
+from _common import arguments, environment, finish, make_record, write
 from quality import diffrax_program
 
 import ersde_jax as ej
@@ -81,6 +116,22 @@ CONFIGS = {
         throughput_batches=(1, 32), throughput_steps=5, diffrax_nfe=5,
     ),
 }
+
+
+# The networks section per device: the networks (tiny for --quick), the batch of the headline
+# record and of its gradient programs (--quick compiles none: XLA:CPU takes tens of seconds for
+# each even at toy widths), the batches of the throughput rows, sampler steps, timing rounds,
+# and the conv stack timed in both layouts.
+NETWORK_CONFIGS = {
+    "cpu": dict(tiny=False, batch=1, batches=(1, 2), steps=5, rounds=3, grads=True,
+                layout=dict(batch=2, size=64, channels=128, layers=4, repeats=3)),
+    "gpu": dict(tiny=False, batch=8, batches=(1, 8, 64), steps=20, rounds=5, grads=True,
+                layout=dict(batch=16, size=64, channels=128, layers=4, repeats=10)),
+    "quick": dict(tiny=True, batch=2, batches=(2,), steps=2, rounds=1, grads=False,
+                  layout=dict(batch=2, size=16, channels=16, layers=2, repeats=1)),
+}
+GRAD_PROGRAMS = ("grad", "grad_remat", "grad_network")
+SECTIONS = ("small", "networks", "layout")
 
 
 class ConvDenoiser(nn.Module):
@@ -128,13 +179,15 @@ def best_time(fn, *args, repeats: int) -> float:
     return min(times)
 
 
-def interleaved_times(fns: dict, rounds: int) -> dict[str, list[float]]:
-    """Times zero-argument functions once per round, alternating them, after a warm-up call.
+def interleaved_times(fns: dict, rounds: int, warm_up: bool = True) -> dict[str, list[float]]:
+    """Times zero-argument functions once per round, alternating them, after a warm-up call
+    (unless the caller made it).
 
     Ratios taken within a round cancel the slow drifts of a shared machine's speed.
     """
-    for fn in fns.values():
-        jax.block_until_ready(fn())
+    if warm_up:
+        for fn in fns.values():
+            jax.block_until_ready(fn())
     times = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
@@ -255,8 +308,8 @@ def versus_diffrax(config, key, model, x_T) -> dict:
     return dict(nfe_budget=nfe, reference_tsit5_steps=reference_steps, solvers=rows)
 
 
-def run(quick: bool) -> dict:
-    """Runs every measurement and returns the record."""
+def small_network(quick: bool) -> dict:
+    """The measurements of the small network (every field of the record but the networks')."""
     load_start = os.getloadavg()[0]
     config = CONFIGS["quick" if quick else "full"]
     batch, n_max = config["batch"], config["steps"][-1]
@@ -295,9 +348,7 @@ def run(quick: bool) -> dict:
     throughput_rows = throughput(config, model_key, sample_key)
     diffrax_rows = versus_diffrax(config, sample_key, model, x_T)
 
-    return make_record(
-        "speed",
-        quick,
+    return dict(
         load_average_1min=dict(start=load_start, end=os.getloadavg()[0]),
         batch=batch,
         image_shape=list(IMAGE_SHAPE),
@@ -324,8 +375,291 @@ def run(quick: bool) -> dict:
     )
 
 
-def print_table(record: dict, out) -> None:
-    """Human-readable summary of the record written to ``out``."""
+# ------------------------------------------------------------------ networks of real size
+
+
+def compiled(fn, *args):
+    """A fresh jit of ``fn`` traced, lowered and compiled for ``args``, and the seconds it took."""
+    start = time.perf_counter()
+    program = jax.jit(fn).lower(*args).compile()
+    return program, time.perf_counter() - start
+
+
+def peak_bytes(program) -> tuple[int, dict]:
+    """``argument + output + temp - alias`` bytes of a compiled program, and those parts.
+
+    From XLA's ``memory_analysis()``: the buffers a call needs at once if its temporaries all
+    live together (an upper bound of the program's own peak; XLA's ``peak_memory_in_bytes``,
+    where the backend reports it, is kept beside it in the parts).
+    """
+    stats = program.memory_analysis()
+    parts = {name: int(getattr(stats, f"{name}_size_in_bytes"))
+             for name in ("argument", "output", "temp", "alias")}
+    parts["xla_peak"] = int(getattr(stats, "peak_memory_in_bytes", 0) or 0)
+    return parts["argument"] + parts["output"] + parts["temp"] - parts["alias"], parts
+
+
+def network_sampler(steps: int, checkpoint: bool = False, noise_scale: str = "er_sde_5"):
+    """The measured sampler: the default solver (ER-SDE-3, er_sde_5), ``steps`` steps, labels;
+    ``checkpoint`` rematerialises every step in the backward pass."""
+    solver = ej.er_sde(3, noise_scale)
+    return lambda key, model, x_T, cond: ej.sample(key, model, x_T, solver, steps=steps,
+                                                   cond=cond, checkpoint=checkpoint).x
+
+
+def guided_scan(guided):
+    """A ``lax.scan`` of guided network calls over a grid, each output the next input: the
+    floor of any scan-based sampler (no solver)."""
+
+    def scan(params, x, t, cond):
+        body = lambda y, t_i: (guided.apply_fn(params, y, t_i, cond).astype(y.dtype), None)  # noqa: E731
+        return jax.lax.scan(body, x, t)[0]
+
+    return scan
+
+
+def network_batch(net, batch: int, config: dict, bare: bool = False) -> dict:
+    """Call, sampler (and decoder) of ``net`` at ``batch``: compile times, peak bytes, run times.
+
+    The network call and the sampler are timed in alternation; the overhead ratio is the median
+    over rounds of ``sample_s / (steps * call_s)``, both with classifier-free guidance on. With
+    ``bare``, also the same for a scan of ``steps`` bare guided calls (:func:`guided_scan`).
+    """
+    steps = config["steps"]
+    guided = networks.guided(net, batch)
+    cond = networks.labels(batch)
+    x_T = ej.prior_sample(jax.random.key(batch), guided.path, (batch, *net.shape))  # float32
+    t = jnp.asarray(guided.path.t_max / 2, jnp.float32)
+    call_args = (guided.params, x_T, t, cond)
+    sample_args = (jax.random.key(1), guided, x_T, cond)
+    call, call_compile_s = compiled(lambda p, x, t, c: guided.apply_fn(p, x, t, c), *call_args)
+    sample, sample_compile_s = compiled(network_sampler(steps), *sample_args)
+    fns = dict(call=lambda: call(*call_args), sample=lambda: sample(*sample_args))
+    if bare:
+        grid = jnp.asarray(ej.timesteps.karras(guided.path, steps)[:-1], jnp.float32)
+        scan_args = (guided.params, x_T, grid, cond)
+        scan, scan_compile_s = compiled(guided_scan(guided), *scan_args)
+        fns["bare_scan"] = lambda: scan(*scan_args)
+    if net.decode is not None:
+        decode, _ = compiled(net.decode, net.decoder_params, x_T)
+        fns["decode"] = lambda: decode(net.decoder_params, x_T)
+    first = {name: jax.block_until_ready(fn()) for name, fn in fns.items()}  # the warm-up
+    rounds = interleaved_times(fns, config["rounds"], warm_up=False)
+    overhead = np.asarray(rounds["sample"]) / (steps * np.asarray(rounds["call"]))
+    sample_s = min(rounds["sample"])
+    row = dict(
+        batch=batch,
+        network_call_s=min(rounds["call"]),
+        sample_s=sample_s,
+        samples_per_s=batch / sample_s,
+        overhead_ratio=statistics.median(overhead),
+        compile_seconds_sampler=sample_compile_s,
+        compile_seconds_network=call_compile_s,
+        compile_ratio=sample_compile_s / call_compile_s,
+        peak_bytes_sampler=peak_bytes(sample)[0],
+        peak_bytes_network=peak_bytes(call)[0],
+        memory_parts=dict(sampler=peak_bytes(sample)[1], network=peak_bytes(call)[1]),
+        finite=bool(jnp.all(jnp.isfinite(first["sample"]))),
+    )
+    row["memory_ratio"] = row["peak_bytes_sampler"] / row["peak_bytes_network"]
+    if bare:
+        per_round = lambda a, b: statistics.median(np.asarray(rounds[a]) / np.asarray(rounds[b]))  # noqa: E731
+        row["bare_scan"] = dict(
+            sample_s=min(rounds["bare_scan"]),
+            compile_seconds=scan_compile_s,
+            peak_bytes=peak_bytes(scan)[0],
+            scan_floor_ratio=statistics.median(
+                np.asarray(rounds["bare_scan"]) / (steps * np.asarray(rounds["call"]))),
+            solver_overhead_ratio=per_round("sample", "bare_scan"),
+        )
+    if net.decode is not None:
+        row["decode_s"] = min(rounds["decode"])
+        row["pipeline_samples_per_s"] = batch / (sample_s + row["decode_s"])
+    return row
+
+
+def solver_alone(net, batch: int, config: dict) -> dict:
+    """The sampler of :func:`network_batch` with the network replaced by ``x -> x / 2``:
+    compile time, peak bytes and run time of everything but the network (the solver's tables,
+    state, history and noise, the scan); ``compile_seconds_ode`` is the compile time of the same
+    solver without noise (noise scale "ode": no random draws)."""
+    model = ej.Model(lambda p, x, t, c: x * p, jnp.float32(0.5), path=net.model.path,
+                     prediction=net.model.prediction)
+    args = (jax.random.key(1), model,
+            ej.prior_sample(jax.random.key(batch), model.path, (batch, *net.shape)),
+            networks.labels(batch))
+    sample, compile_s = compiled(network_sampler(config["steps"]), *args)
+    _, compile_ode_s = compiled(network_sampler(config["steps"], noise_scale="ode"), *args)
+    return dict(compile_seconds=compile_s, compile_seconds_ode=compile_ode_s,
+                peak_bytes=peak_bytes(sample)[0],
+                sample_s=best_time(sample, *args, repeats=max(config["rounds"], 3)))
+
+
+def grad_peak_bytes(net, batch: int, steps: int) -> dict:
+    """Peak bytes and compile seconds of ``jax.grad`` w.r.t. the network parameters: through
+    the sampler (``grad``; ``grad_remat`` with per-step remat, ``checkpoint=True``) and through
+    one guided network call (``grad_network``).
+
+    The loss is the mean square of the sample (of the call's output); compiled, not run.
+    """
+    guided = networks.guided(net, batch)
+    _, *guidance = guided.params
+    rebuild = lambda p: ej.Model(guided.apply_fn, (p, *guidance), path=guided.path,  # noqa: E731
+                                 prediction=guided.prediction)
+
+    def through_sampler(p, key, x_T, cond, checkpoint):
+        return jnp.mean(jnp.square(network_sampler(steps, checkpoint)(key, rebuild(p), x_T, cond)))
+
+    def through_call(p, x, t, cond):
+        return jnp.mean(jnp.square(guided.apply_fn((p, *guidance), x, t, cond)))
+
+    cond = networks.labels(batch)
+    x_T = ej.prior_sample(jax.random.key(batch), guided.path, (batch, *net.shape))
+    t = jnp.asarray(guided.path.t_max / 2, jnp.float32)
+    p = guided.params[0]
+    programs = dict(
+        grad=(jax.grad(functools.partial(through_sampler, checkpoint=False)),
+              (p, jax.random.key(1), x_T, cond)),
+        grad_remat=(jax.grad(functools.partial(through_sampler, checkpoint=True)),
+                    (p, jax.random.key(1), x_T, cond)),
+        grad_network=(jax.grad(through_call), (p, x_T, t, cond)),
+    )
+    out = {}
+    for name, (fn, args) in programs.items():
+        program, out[f"compile_seconds_{name}"] = compiled(fn, *args)
+        out[f"peak_bytes_{name}"] = peak_bytes(program)[0]
+    return out
+
+
+THROUGHPUT_KEYS = ("batch", "network_call_s", "sample_s", "samples_per_s", "overhead_ratio",
+                   "compile_seconds_sampler", "compile_seconds_network", "peak_bytes_sampler",
+                   "peak_bytes_network", "decode_s", "pipeline_samples_per_s")
+
+
+def network_record(name: str, config: dict, deadline: float = math.inf) -> dict:
+    """One network's record: the fields at ``config["batch"]``, gradients there, throughput.
+
+    The headline batch, the solver alone and the gradients come first; the other throughput
+    batches follow while ``time.perf_counter() < deadline`` (the rest are listed as skipped).
+    """
+    start = time.perf_counter()
+    progress = lambda what: print(f"  {name}: {what} ({time.perf_counter() - start:.0f} s)",  # noqa: E731
+                                  flush=True)
+    net = networks.NETWORKS[name](tiny=config["tiny"])
+    headline = network_batch(net, config["batch"], config, bare=True)
+    progress(f"batch {config['batch']}, {headline['samples_per_s']:.3g} samples/s, overhead "
+             f"{headline['overhead_ratio']:.3f}")
+    alone = solver_alone(net, config["batch"], config)
+    progress("solver alone")
+    if config["grads"]:
+        grads = grad_peak_bytes(net, config["batch"], config["steps"])
+        progress("gradients compiled")
+    else:
+        grads = {f"{kind}_{name}": None for name in GRAD_PROGRAMS
+                 for kind in ("peak_bytes", "compile_seconds")}
+    rows, skipped = [headline], []
+    for batch in (b for b in config["batches"] if b != config["batch"]):
+        if time.perf_counter() > deadline:
+            skipped.append(batch)
+            progress(f"batch {batch} skipped: out of time")
+            continue
+        rows.append(network_batch(net, batch, config))
+        progress(f"batch {batch}, {rows[-1]['samples_per_s']:.3g} samples/s, overhead "
+                 f"{rows[-1]['overhead_ratio']:.3f}")
+    rows.sort(key=lambda r: r["batch"])
+    record = dict(
+        name=name,
+        params=net.params,
+        resolution=list(net.shape),
+        dtype="bfloat16",
+        solver_dtype="float32",
+        steps=config["steps"],
+        cfg_scale=networks.CFG_SCALE,
+        **headline,
+        **grads,
+        state_bytes=4 * config["batch"] * int(np.prod(net.shape)),
+        solver_alone=alone,
+        throughput=[{k: r[k] for k in THROUGHPUT_KEYS if k in r} for r in rows],
+        skipped_batches=skipped,
+    )
+    if net.decode is not None:
+        latent = jax.ShapeDtypeStruct((1, *net.shape), jnp.float32)
+        image = jax.eval_shape(net.decode, net.decoder_params, latent)
+        record["decoder"] = dict(params=net.decoder_param_count,
+                                 output_resolution=list(image.shape[1:]))
+    record["seconds"] = round(time.perf_counter() - start, 1)
+    return record
+
+
+def conv_stack_layouts(config: dict) -> dict:
+    """Best times of one conv stack (3x3 convolutions + SiLU) in NHWC and in NCHW layout.
+
+    Same weights and input, the layout given to XLA through ``dimension_numbers``; bfloat16 and
+    float32. The outputs are checked to agree (transposed).
+    """
+    batch, size, channels, layers = (config[k] for k in ("batch", "size", "channels", "layers"))
+    rng = np.random.default_rng(0)
+    kernels = [rng.standard_normal((3, 3, channels, channels), np.float32) / (3 * channels**0.5)
+               for _ in range(layers)]
+    x = rng.standard_normal((batch, size, size, channels), np.float32)
+
+    def stack(dims):
+        def apply(x, kernels):
+            for k in kernels:
+                x = jax.nn.silu(jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                                             dimension_numbers=dims))
+            return x
+        return jax.jit(apply)
+
+    nhwc, nchw = stack(("NHWC", "HWIO", "NHWC")), stack(("NCHW", "OIHW", "NCHW"))
+    rows = {}
+    for dtype in (jnp.bfloat16, jnp.float32):
+        k_hwio = [jnp.asarray(k, dtype) for k in kernels]
+        k_oihw = [jnp.transpose(k, (3, 2, 0, 1)) for k in k_hwio]
+        x_nhwc = jnp.asarray(x, dtype)
+        x_nchw = jnp.transpose(x_nhwc, (0, 3, 1, 2))
+        a = nhwc(x_nhwc, k_hwio).astype(jnp.float32)
+        b = jnp.transpose(nchw(x_nchw, k_oihw), (0, 2, 3, 1)).astype(jnp.float32)
+        times = interleaved_times(dict(nhwc=functools.partial(nhwc, x_nhwc, k_hwio),
+                                       nchw=functools.partial(nchw, x_nchw, k_oihw)),
+                                  config["repeats"])
+        rows[jnp.dtype(dtype).name] = dict(
+            nhwc_s=min(times["nhwc"]), nchw_s=min(times["nchw"]),
+            nchw_over_nhwc=min(times["nchw"]) / min(times["nhwc"]),
+            max_abs_difference=float(jnp.max(jnp.abs(a - b))),
+        )
+    return dict(**environment(), batch=batch, size=size, channels=channels, layers=layers,
+                results=rows)
+
+
+def networks_section(config: dict, save, budget: float = math.inf) -> tuple[list[dict], dict]:
+    """Both networks' records (``save(records)`` after each) and the run's settings.
+
+    With a ``budget`` in seconds, each network may start optional batches until its share of
+    what is left has passed (see :func:`network_record`).
+    """
+    load_start, start = os.getloadavg()[0], time.perf_counter()
+    records = []
+    names = list(networks.NETWORKS)
+    for i, name in enumerate(names):
+        left = budget - (time.perf_counter() - start)
+        records.append(network_record(name, config,
+                                      time.perf_counter() + left / (len(names) - i)))
+        save(records)
+    run_info = dict(
+        **environment(),
+        load_average_1min=dict(start=load_start, end=os.getloadavg()[0]),
+        seconds=round(time.perf_counter() - start, 1),
+        settings={k: config[k] for k in ("tiny", "batch", "batches", "steps", "rounds", "grads")},
+        budget_s=budget if math.isfinite(budget) else None,
+        solver=dict(order=3, noise_scale="er_sde_5"),
+        peak_bytes="argument + output + temp - alias of XLA's memory_analysis()",
+    )
+    return records, run_info
+
+
+def print_small_network(record: dict) -> None:
+    """Table of the small network's measurements."""
     ms = lambda s: f"{1e3 * s:9.2f} ms"
     device = record["device"]
     print(
@@ -363,12 +697,81 @@ def print_table(record: dict, out) -> None:
         accuracy = f"{row['relative_rmse']:.2e}" if "relative_rmse" in row else "     -"
         print(f"    {name:18s} NFE {row['nfe']:3d}  {ms(row['time_s'])}  x{row['time_ratio']:.2f}"
               f"   rmse {accuracy}")
+
+
+def print_networks(record: dict) -> None:
+    """Table of the networks section and of the layout measurement."""
+    mib = lambda b: f"{b / 2**20:9.1f} MiB"  # noqa: E731
+    if "networks_run" in record:
+        run = record["networks_run"]
+        print(f"networks, {run['device']['platform']} ({run['device']['kind']}), "
+              f"{run['settings']['steps']} steps, CFG on, bf16 network, f32 solver state")
+    for r in record.get("networks", []):
+        print(f"  {r['name']}: {r['params'] / 1e6:.1f}M parameters, {tuple(r['resolution'])}, "
+              f"batch {r['batch']}")
+        print(f"    overhead ratio  {r['overhead_ratio']:.3f} (target <= 1.05)   compile "
+              f"{r['compile_seconds_sampler']:.1f} s / {r['compile_seconds_network']:.1f} s = "
+              f"{r['compile_ratio']:.2f} (target <= 1.3)")
+        print(f"    peak bytes      sampler {mib(r['peak_bytes_sampler'])}, network "
+              f"{mib(r['peak_bytes_network'])}: {r['memory_ratio']:.2f} (target <= 1.2)")
+        bare, alone = r["bare_scan"], r["solver_alone"]
+        print(f"    bare scan of {r['steps']} guided calls: time {bare['scan_floor_ratio']:.3f} x "
+              f"N calls, sampler / scan {bare['solver_overhead_ratio']:.3f}; compile "
+              f"{bare['compile_seconds']:.1f} s; {mib(bare['peak_bytes'])}")
+        print(f"    solver alone: compile {alone['compile_seconds']:.1f} s (without noise "
+              f"{alone['compile_seconds_ode']:.1f} s), {mib(alone['peak_bytes'])}, "
+              f"{1e3 * alone['sample_s']:.2f} ms")
+        if r["peak_bytes_grad"] is not None:
+            print(f"    grad peak bytes {mib(r['peak_bytes_grad'])}, remat "
+                  f"{mib(r['peak_bytes_grad_remat'])}, one call "
+                  f"{mib(r['peak_bytes_grad_network'])}")
+        for row in r["throughput"]:
+            print(f"    batch {row['batch']:3d}  {row['samples_per_s']:10.3f} samples/s   overhead "
+                  f"{row['overhead_ratio']:.3f}")
+    for dtype, row in record.get("layout", {}).get("results", {}).items():
+        print(f"  conv stack {dtype:8s}  NHWC {1e3 * row['nhwc_s']:8.2f} ms   NCHW "
+              f"{1e3 * row['nchw_s']:8.2f} ms   NCHW / NHWC {row['nchw_over_nhwc']:.1f}")
+
+
+def print_table(record: dict, out) -> None:
+    """Human-readable summary of the record written to ``out``."""
+    if "model_call_s" in record:
+        print_small_network(record)
+    print_networks(record)
     print(f"written to {out}")
 
 
+def section_list(text: str) -> list[str]:
+    """``--sections``: a comma-separated subset of :data:`SECTIONS`."""
+    sections = text.split(",")
+    if unknown := set(sections) - set(SECTIONS):
+        raise argparse.ArgumentTypeError(
+            f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
+    return sections
+
+
 def main() -> None:
-    args = arguments("speed", __doc__, "batch 32, fewer steps and repeats")
-    finish(run(args.quick), args.out, print_table)
+    args = arguments("speed", __doc__, "small sizes and tiny networks", lambda parser: (
+        parser.add_argument("--sections", type=section_list, default=SECTIONS,
+                            help=f"comma-separated subset of {','.join(SECTIONS)} (default: all); "
+                                 "a full run merges them into the existing results file"),
+        parser.add_argument("--budget", type=float, default=math.inf,
+                            help="seconds for the networks section: throughput batches beyond "
+                                 "the headline one are skipped once it is spent")))
+    merge = not args.quick and args.out.exists()
+    record = json.loads(args.out.read_text()) if merge else make_record("speed", args.quick)
+    config = NETWORK_CONFIGS["quick" if args.quick else
+                             "cpu" if jax.default_backend() == "cpu" else "gpu"]
+    if "networks" in args.sections:  # saved after each network (a timeout keeps those done)
+        record.pop("networks_run", None)
+        save = lambda records: write(dict(record, networks=records), args.out)  # noqa: E731
+        record["networks"], record["networks_run"] = networks_section(config, save, args.budget)
+    if "layout" in args.sections:
+        record["layout"] = conv_stack_layouts(config["layout"])
+        write(record, args.out)
+    if "small" in args.sections:
+        record.update(environment(), **small_network(args.quick))
+    finish(record, args.out, print_table)
 
 if __name__ == "__main__":
     main()

@@ -2,6 +2,7 @@
 quality benchmark's ranking statistics."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +111,55 @@ def test_ranking_of_single_runs_uses_the_noise_of_one_measurement():
     half_width = np.sqrt(2) * np.std(noise, ddof=1) * scipy.stats.t.ppf(0.975, 4)
     assert 0.5 < half_width < 0.8
     assert out["tied_with_best"] == ["a", "b"] and not out["er_sde_3_is_best"]
+
+
+def test_benchmark_networks_have_the_sizes_of_the_issue():
+    """UNet >= 30M parameters on 64x64x3, DiT >= 100M on 32x32x4 (8 output channels: learned
+    variance), decoder to 256x256x3; all parameters bfloat16 (shapes only, nothing allocated)."""
+    import jax
+    import jax.numpy as jnp
+    import networks
+
+    def inputs(shape):
+        return (jax.ShapeDtypeStruct((2, *shape), jnp.bfloat16),
+                jax.ShapeDtypeStruct((2,), jnp.float32), jax.ShapeDtypeStruct((2,), jnp.int32))
+
+    for module, shape, channels, minimum in ((networks.UNet(), (64, 64, 3), 3, 30e6),
+                                             (networks.DiT(), (32, 32, 4), 8, 100e6)):
+        out, variables = jax.eval_shape(module.init_with_output, jax.random.key(0),
+                                        *inputs(shape))
+        assert networks.param_count(variables) >= minimum, type(module).__name__
+        dtypes = {leaf.dtype for leaf in jax.tree_util.tree_leaves(variables)}
+        assert dtypes == {jnp.dtype(jnp.bfloat16)}
+        assert out.shape == (2, *shape[:2], channels)
+    latent = jax.ShapeDtypeStruct((2, 32, 32, 4), jnp.float32)
+    image, _ = jax.eval_shape(networks.Decoder().init_with_output, jax.random.key(0), latent)
+    assert image.shape == (2, 256, 256, 3)
+
+
+def test_device_script_quick(tmp_path):
+    """benchmarks/device.sh --quick on CPU: tiny networks and the conv stack, records written to
+    --out-dir and naming the device; NCHW and NHWC convolutions agree."""
+    proc = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "device.sh"), "--quick", "--out-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=900, cwd=ROOT,
+        env=dict(os.environ, PYTHON=sys.executable),
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    record = json.loads((tmp_path / "speed_gpu_quick.json").read_text())
+    assert record["quick"] and record["networks_run"]["device"]["platform"] == "cpu"
+    assert [r["name"] for r in record["networks"]] == ["unet", "dit"]
+    for row in record["networks"]:
+        assert row["params"] > 0 and row["dtype"] == "bfloat16" and row["finite"], row["name"]
+        assert row["overhead_ratio"] > 0 and row["compile_ratio"] > 0 and row["memory_ratio"] > 0
+        assert row["peak_bytes_sampler"] > row["state_bytes"] > 0
+        assert [t["batch"] for t in row["throughput"]] == [2]
+    assert "decoder" in record["networks"][1]
+    layout = record["layout"]["results"]
+    assert layout["float32"]["max_abs_difference"] < 1e-4
+    assert layout["bfloat16"]["max_abs_difference"] < 0.1
+    if (ROOT / "benchmarks" / "generate.py").exists():
+        generate = json.loads((tmp_path / "generate_gpu_quick.json").read_text())
+        assert generate["device"]["platform"] == "cpu"
+    else:
+        assert "does not exist yet; skipped" in proc.stdout

@@ -151,9 +151,9 @@ def test_conditional_samples_at_nfe_20_are_of_their_class_and_near_the_floor(sam
     fd, floor = ej.pretrained.mnist_fd(images), ej.pretrained.mnist_fd_floor(N)
     assert 0 < floor and fd < 3 * floor, (fd, floor)
     # The criterion can fail: half the classes missing, or far too few steps. Measured: 5.4x
-    # and 7.5x the floor (it is blind to milder faults: 2x2-pooled samples score 1.2x, and
-    # samples score below real digits, ~0.7x, because FD in 64 features from 200 images is
-    # dominated by the sampling noise of the heavy-tailed real features).
+    # and 7.5x the floor. It is blind to milder faults (2x2-pooled samples score 1.2x), and the
+    # samples score below real digits (0.7x): FD in 64 features from 200 images is dominated
+    # by sampling noise, larger for the real digits' features than for the samples'.
     half = images[labels < 5]
     assert ej.pretrained.mnist_fd(jnp.concatenate([half, half])) > 3 * floor
     model = ej.pretrained.mnist_model()
