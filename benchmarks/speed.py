@@ -231,7 +231,7 @@ def coefficient_time(path, steps: int, repeats: int) -> float:
     """Best run time of the default solver's coefficient table on the Karras grid."""
     solver = ej.er_sde(3, "er_sde_5")
     t = jnp.asarray(ej.timesteps.karras(path, steps), jnp.float32)
-    coefficients = jax.jit(lambda t: solver.coefficients(path.alpha(t), path.sigma(t)))
+    coefficients = jax.jit(lambda t: solver.coefficients(ej.Grid.on(path, t)))
     return best_time(coefficients, t, repeats=repeats)
 
 
