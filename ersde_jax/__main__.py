@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "generate":
         try:
             _generate(args)
-        except (ValueError, TypeError, RuntimeError, OSError) as error:
+        except (ValueError, TypeError, RuntimeError, OSError, ImportError) as error:
             message = " ".join(str(error).split())
             print(f"ersde-jax generate: error: {message}", file=sys.stderr)
             return 2 if isinstance(error, (ValueError, TypeError)) else 1

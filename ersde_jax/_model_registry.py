@@ -10,6 +10,8 @@ import numpy as np
 
 import ersde_jax as ej
 
+from . import pretrained
+
 __all__ = ["ModelSpec", "MODELS", "load_model", "resolve", "check_int"]
 
 
@@ -22,12 +24,8 @@ class ModelSpec(NamedTuple):
     null_label: int | None = None  # the label of the unconditional model (default num_classes)
 
 
-def _digits() -> ModelSpec:
-    return ModelSpec(ej.pretrained.digits_model(), (8, 8, 1), 10, ej.pretrained.DIGITS_NULL_LABEL)
-
-
-MODELS: dict[str, Callable[[], ModelSpec]] = {
-    "digits": _digits,
+MODELS: dict[str, Callable[[], ModelSpec]] = {  # the null label is num_classes (10) here
+    "digits": lambda: ModelSpec(pretrained.digits_model(), (8, 8, 1), 10),
 }
 
 

@@ -201,6 +201,15 @@ def test_bad_arguments_raise(tmp_path, kwargs, error, match):
     assert not (tmp_path / "out").exists()
 
 
+def test_bundled_models():
+    from ersde_jax._model_registry import MODELS, resolve
+
+    assert "digits" in MODELS
+    name, spec = resolve("digits")
+    assert name == "digits" and spec.shape == (8, 8, 1) and spec.num_classes == 10
+    assert spec.null_label == ej.pretrained.DIGITS_NULL_LABEL
+
+
 def test_guidance_needs_classes(tmp_path):
     model = ej.pretrained.digits_model()
     with pytest.raises(ValueError, match="guidance needs a class-conditional model"):
