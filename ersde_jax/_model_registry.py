@@ -26,6 +26,7 @@ class ModelSpec(NamedTuple):
 
 MODELS: dict[str, Callable[[], ModelSpec]] = {  # the null label is num_classes (10) here
     "digits": lambda: ModelSpec(pretrained.digits_model(), (8, 8, 1), 10),
+    "mnist": lambda: ModelSpec(pretrained.mnist_model(), (28, 28, 1), 10),
 }
 
 
