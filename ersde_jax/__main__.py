@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ersde-jax`` command."""
     parser = argparse.ArgumentParser(prog="ersde-jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="sample the bundled digits model and compare solvers")
+    demo = sub.add_parser("demo", help="sample the bundled MNIST model and compare solvers")
     demo.add_argument("--out", default="demo_out", help="output directory")
     demo.add_argument("--quick", action="store_true", help="a reduced run (for tests)")
     _add_generate(sub)
