@@ -39,7 +39,10 @@ network, ``net.apply(variables, x_in, t_in, ...)`` (Linen) or ``net(x_in, t_in, 
 
   The log-SNR is ``-inf`` where ``alpha = 0``: paths that start from pure noise
   (``path.zero_snr_start``, e.g. ``flow(t_max=1.0)`` or a zero-terminal-SNR ``vp_discrete``)
-  are refused with both log-SNR inputs; start below, where ``alpha > 0``.
+  are refused with both log-SNR inputs; start below, where ``alpha > 0``. A VP network fed the
+  log-SNR (or ``"sigma"``) does not see its training schedule's time: any VP path whose
+  log-SNR range lies within the trained one samples it (VDM's learned or linear ``gamma``, the
+  distillation models' clipped cosine), and the path only sets the grid.
 
   The conventions of common JAX codebases:
 
