@@ -63,7 +63,7 @@ def test_weights_load_from_a_built_installed_package(tmp_path):
         x_T = ej.prior_sample(jax.random.key(0), model.path, (10, 28, 28, 1))
         x = ej.ersde_sample(jax.random.key(1), model, x_T, steps=5, cond=jnp.arange(10))
         restorer = ej.pretrained.restoration_mnist()
-        r = restorer.apply_fn(restorer.params, x, 50.0, x)
+        r = restorer.apply_fn(restorer.params, x, 50.0, None, x)
         print(json.dumps(dict(file=ej.__file__, finite=bool(jnp.isfinite(x).all()),
                               logits=list(clf.logits(x).shape), fd=ej.pretrained.mnist_fd(x),
                               floor=ej.pretrained.mnist_fd_floor(10), restored=list(r.shape))))
