@@ -12,9 +12,7 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import functools
-import json
 import math
 import time
 from pathlib import Path
@@ -26,34 +24,25 @@ import optax
 
 from ersde_jax.pretrained._classifier import SIGMA_CLEAN, classifier_logits, init_digits_classifier
 from ersde_jax.pretrained._data import N_TRAIN, load_clean, load_labels
-from ersde_jax.pretrained._layers import flatten_params
+from ersde_jax.pretrained._training import (
+    batch_gradient,
+    classifier_loss,
+    save_run,
+    train_loop,
+    training_parser,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "ersde_jax" / "pretrained" / "weights" / "digits_classifier.npz"
 SIGMA_MAX = 80.0
+WARMUP_STEPS, END_LR = 100, 0.01  # warm-up: at most 100 steps and 10% of the run
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=2000, help="optimisation steps")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output .npz file")
-    parser.add_argument("--batch", type=int, default=128, help="batch size")
-    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
+    parser = training_parser(__doc__.splitlines()[0], out=DEFAULT_OUT, steps=2000, batch=128,
+                             lr=3e-3, log_every=200)
     parser.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
-    parser.add_argument("--seed", type=int, default=0, help="seed of init and batches")
-    parser.add_argument("--log-every", type=int, default=200, help="steps between log lines")
     return parser.parse_args(argv)
-
-
-def noisy_batch(key, x0, sigma_data):
-    """Half clean, half log-uniform noise levels; returns ``(x, sigma)``."""
-    del sigma_data
-    k_sigma, k_eps = jax.random.split(key)
-    n = x0.shape[0]
-    log_sigma = jax.random.uniform(k_sigma, (n,), minval=math.log(SIGMA_CLEAN),
-                                   maxval=math.log(SIGMA_MAX))
-    sigma = jnp.where(jnp.arange(n) < n // 2, SIGMA_CLEAN, jnp.exp(log_sigma))
-    return x0 + sigma[:, None, None, None] * jax.random.normal(k_eps, x0.shape), sigma
 
 
 def accuracy(params, images, labels, sigma, sigma_data, key) -> float:
@@ -73,52 +62,34 @@ def train(args) -> dict:
 
     k_init, k_train, k_eval = jax.random.split(jax.random.key(args.seed), 3)
     params = init_digits_classifier(k_init)
+    warmup = min(WARMUP_STEPS, args.steps // 10)
     schedule = optax.warmup_cosine_decay_schedule(
-        0.0, args.lr, warmup_steps=min(100, args.steps // 10), decay_steps=args.steps,
-        end_value=args.lr * 0.01,
-    )
+        0.0, args.lr, warmup_steps=warmup, decay_steps=args.steps, end_value=args.lr * END_LR)
     optimizer = optax.adamw(schedule, weight_decay=args.weight_decay)
-    opt_state = optimizer.init(params)
+    loss_fn = classifier_loss(sigma_data, SIGMA_MAX)
 
-    def loss_fn(params, x0, y, key):
-        x, sigma = noisy_batch(key, x0, sigma_data)
-        logits = classifier_logits(params, x, sigma, sigma_data)
-        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
-
-    @functools.partial(jax.jit, donate_argnums=(0, 1))
-    def train_step(params, opt_state, step):
-        k_batch, k_loss = jax.random.split(jax.random.fold_in(k_train, step))
-        idx = jax.random.randint(k_batch, (args.batch,), 0, N_TRAIN)
-        value, grads = jax.value_and_grad(loss_fn)(params, train_x[idx], train_y[idx], k_loss)
+    @functools.partial(jax.jit, donate_argnums=(0,))
+    def train_step(state, step, lr):
+        del lr  # the shipped model's arithmetic: optax's schedule, equal to train_loop's
+        params, opt_state = state
+        value, grads = batch_gradient(loss_fn, params, (train_x, train_y), k_train, step,
+                                      args.batch)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
+        return (optax.apply_updates(params, updates), opt_state), value
 
-    losses = []
-    for step in range(args.steps):
-        params, opt_state, value = train_step(params, opt_state, step)
-        losses.append(value)
-        if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
-            recent = float(np.mean(np.asarray(losses[-args.log_every:])))
-            print(f"step {step + 1:5d}  loss {recent:.4f}  ({time.perf_counter() - start:.0f} s)",
-                  flush=True)
+    (params, _), losses = train_loop(
+        train_step, (params, optimizer.init(params)), steps=args.steps, max_seconds=math.inf,
+        peak_lr=args.lr, warmup=warmup / args.steps, end=END_LR, log_every=args.log_every)
     train_time = time.perf_counter() - start
 
     test_accuracy = {str(s): accuracy(params, test_x, test_y, s, sigma_data, k_eval)
                      for s in (0.0, 0.1, 0.5, 1.0, 2.0)}
-    flat = flatten_params(params)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(args.out, **flat)
     config = dict(
         sigma_data=sigma_data, sigma_clean=SIGMA_CLEAN, sigma_max=SIGMA_MAX, steps=args.steps,
         batch=args.batch, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
         test_accuracy_by_sigma=test_accuracy,
-        final_loss=float(np.mean(np.asarray(losses[-min(200, len(losses)):]))),
-        param_count=int(sum(v.size for v in flat.values())),
-        train_seconds=round(train_time, 1), jax_version=jax.__version__,
     )
-    args.out.with_suffix(".json").write_text(json.dumps(config, indent=2) + "\n")
-    print(json.dumps(config))
-    return config
+    return save_run(args.out, params, config, losses, 200, train_time)
 
 
 if __name__ == "__main__":

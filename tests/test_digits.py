@@ -5,24 +5,22 @@ No network is trained here; the weights come from ``scripts/train_digits.py`` an
 fitted in about a second) checks the guidance tests' classes.
 """
 
-import json
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_tree_all_finite
+from helpers import (
+    assert_conditional_edm_contract,
+    assert_tree_all_finite,
+    default_samples,
+    run_installed,
+)
 
 import ersde_jax as ej
 from ersde_jax.pretrained._data import GENERATIVE_HALF, REFERENCE_HALF
 
 pytest.importorskip("sklearn")
 
-ROOT = Path(__file__).resolve().parents[1]
 N_FD = ej.pretrained.DIGITS_FD_SAMPLES
 
 
@@ -37,24 +35,14 @@ def classifier():
 
 
 @pytest.fixture(scope="module")
-def default_samples(model):
-    """The default sampler (ER-SDE-Solver-3, er_sde_5, 20 NFE) on balanced labels."""
-    labels = jnp.arange(N_FD) % 10
-    k_noise, k_sample = jax.random.split(jax.random.key(1))
-    x_T = ej.prior_sample(k_noise, model.path, (N_FD, 8, 8, 1))
-    return jax.jit(ej.ersde_sample)(k_sample, model, x_T, cond=labels), labels
+def samples(model):
+    return default_samples(model, N_FD, 8)
 
 
 def test_weights_load_from_a_built_installed_package(tmp_path):
     """Installs the package (not editable) into a folder and loads the digits model from it,
     outside the source tree: the weights must be package data of the distribution."""
-    target = tmp_path / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
-         str(ROOT)],
-        check=True, capture_output=True, timeout=600,
-    )
-    script = textwrap.dedent("""
+    result = run_installed(tmp_path, """
         import json
         import jax, jax.numpy as jnp, ersde_jax as ej
         model, clf = ej.pretrained.digits_model(), ej.pretrained.digits_classifier()
@@ -63,29 +51,17 @@ def test_weights_load_from_a_built_installed_package(tmp_path):
         print(json.dumps(dict(file=ej.__file__, finite=bool(jnp.isfinite(x).all()),
                               logits=list(clf.logits(x).shape))))
     """)
-    env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True,
-                          capture_output=True, text=True, timeout=600)
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert Path(result["file"]).resolve().is_relative_to(target.resolve())
     assert result["finite"] and result["logits"] == [10, 10]
 
 
 def test_model_contract(model):
     config = ej.pretrained.digits_config()
-    assert isinstance(model, ej.Model) and model.prediction == "x0"
-    assert isinstance(model.path, ej.paths.EDM)
+    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))
+    assert_conditional_edm_contract(model, x, ej.pretrained.DIGITS_NULL_LABEL)
     leaves = jax.tree_util.tree_leaves(model.params)
-    assert_tree_all_finite(model.params)
     assert sum(leaf.size for leaf in leaves) == config["model"]["param_count"]
     assert sum(leaf.nbytes for leaf in leaves) < 4_000_000
     assert ej.pretrained.digits_model().apply_fn is model.apply_fn  # compiled programs reused
-    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))
-    null = jnp.full((4,), ej.pretrained.DIGITS_NULL_LABEL)
-    out = model.apply_fn(model.params, x, 2.0, jnp.arange(4))
-    assert out.shape == x.shape and out.dtype == x.dtype
-    np.testing.assert_array_equal(model.apply_fn(model.params, x, 2.0, None),
-                                  model.apply_fn(model.params, x, 2.0, null))
     # EDM preconditioning: at tiny sigma the denoiser is (nearly) the identity, c_skip -> 1.
     clean = jnp.asarray(ej.pretrained.digits_data()[0][:4])
     np.testing.assert_allclose(model.apply_fn(model.params, clean, 1e-4, jnp.arange(4)), clean,
@@ -122,8 +98,8 @@ def test_classifier_accuracy_on_held_out_digits(classifier):
     assert float(jnp.mean(predicted == labels[held_out])) > 0.95
 
 
-def test_default_sampler_fd_at_nfe_20_below_four_times_the_floor(default_samples, classifier):
-    images, labels = default_samples
+def test_default_sampler_fd_at_nfe_20_below_four_times_the_floor(samples, classifier):
+    images, labels = samples
     assert_tree_all_finite(images)
     fd, floor = ej.pretrained.digits_fd(images), ej.pretrained.digits_fd_floor()
     assert 0 < floor and fd < 4 * floor, (fd, floor)
@@ -132,9 +108,9 @@ def test_default_sampler_fd_at_nfe_20_below_four_times_the_floor(default_samples
     assert float(accuracy) > 0.9
 
 
-def test_fd_separates_good_from_degraded_samples(default_samples):
+def test_fd_separates_good_from_degraded_samples(samples):
     """The 4x-floor criterion can fail: blurred or very noisy samples are far above it."""
-    images, _ = default_samples
+    images, _ = samples
     floor = ej.pretrained.digits_fd_floor()
     pooled = images.reshape(-1, 4, 2, 4, 2, 1).mean(axis=(2, 4))
     blurred = jnp.repeat(jnp.repeat(pooled, 2, axis=1), 2, axis=2)

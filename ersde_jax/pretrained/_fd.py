@@ -25,6 +25,17 @@ DIGITS_FD_SAMPLES = 898  # images in the reference half of the real digits
 MNIST_FD_SAMPLES = 1000  # held-out MNIST digits, 100 per class
 
 
+def _fd(name: str, images, size: int, classifier, reference) -> float:
+    """FD of ``images`` in the features of ``classifier()`` to the features ``reference()``;
+    images not of shape (N, size, size, 1) raise, in ``name``, before either is loaded."""
+    images = jnp.asarray(images)
+    if images.ndim != 4 or images.shape[1:] != (size, size, 1):
+        raise ValueError(f"{name} needs images of shape (N, {size}, {size}, 1), "
+                         f"got {images.shape}.")
+    features = jax.jit(classifier().features)(images.astype(jnp.float32))
+    return frechet_distance(features, reference())
+
+
 @functools.cache
 def _digits_halves():
     """Classifier features of the bundled model's training half and of the reference half."""
@@ -47,11 +58,7 @@ def digits_fd(images) -> float:
     Args:
         images: generated digits, shape (N, 8, 8, 1) in [-1, 1], N >= 2.
     """
-    images = jnp.asarray(images)
-    if images.ndim != 4 or images.shape[1:] != (8, 8, 1):
-        raise ValueError(f"digits_fd needs images of shape (N, 8, 8, 1), got {images.shape}.")
-    features = jax.jit(digits_classifier().features)(images.astype(jnp.float32))
-    return frechet_distance(features, _digits_halves()[1])
+    return _fd("digits_fd", images, 8, digits_classifier, lambda: _digits_halves()[1])
 
 
 def digits_fd_floor() -> float:
@@ -93,11 +100,7 @@ def mnist_fd(images) -> float:
     Args:
         images: generated digits, shape (N, 28, 28, 1) in [-1, 1], N >= 2.
     """
-    images = jnp.asarray(images)
-    if images.ndim != 4 or images.shape[1:] != (28, 28, 1):
-        raise ValueError(f"mnist_fd needs images of shape (N, 28, 28, 1), got {images.shape}.")
-    features = jax.jit(mnist_classifier().features)(images.astype(jnp.float32))
-    return frechet_distance(features, _mnist_reference()[0])
+    return _fd("mnist_fd", images, 28, mnist_classifier, lambda: _mnist_reference()[0])
 
 
 def mnist_fd_floor(n: int = MNIST_FD_SAMPLES) -> float:

@@ -144,6 +144,11 @@ class Classifier(NamedTuple):
 DigitsClassifier = Classifier  # the name of the type before the MNIST classifier shared it
 
 
+def _classifier(name: str) -> Classifier:
+    """The classifier of the weights ``name.npz`` and its ``sigma_data`` from ``name.json``."""
+    return Classifier(_params(f"{name}.npz"), _config(f"{name}.json")["sigma_data"])
+
+
 def digits_classifier() -> Classifier:
     """Loads the noise-aware digits classifier.
 
@@ -151,8 +156,7 @@ def digits_classifier() -> Classifier:
         >>> clf = ej.pretrained.digits_classifier()
         >>> guided = ej.guidance.classifier_guidance(model, clf.log_prob_fn, clf, scale=2.0)
     """
-    config = _config("digits_classifier.json")
-    return Classifier(_params("digits_classifier.npz"), config["sigma_data"])
+    return _classifier("digits_classifier")
 
 
 def mnist_classifier() -> Classifier:
@@ -162,8 +166,7 @@ def mnist_classifier() -> Classifier:
         >>> clf = ej.pretrained.mnist_classifier()
         >>> guided = ej.guidance.classifier_guidance(model, clf.log_prob_fn, clf, scale=2.0)
     """
-    config = _config("mnist_classifier.json")
-    return Classifier(_params("mnist_classifier.npz"), config["sigma_data"])
+    return _classifier("mnist_classifier")
 
 
 def digits_data() -> tuple[np.ndarray, np.ndarray]:
