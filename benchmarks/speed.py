@@ -579,7 +579,7 @@ def network_record(name: str, config: dict, deadline: float = math.inf) -> dict:
         grads = grad_peak_bytes(net, config["batch"], config["steps"])
         progress("gradients compiled")
     else:
-        grads = {f"{kind}_{name}": None for name in GRAD_PROGRAMS
+        grads = {f"{kind}_{program}": None for program in GRAD_PROGRAMS
                  for kind in ("peak_bytes", "compile_seconds")}
         if config["grads"]:
             skipped.append("gradients")
@@ -674,8 +674,8 @@ def conv_stack_layouts(config: dict) -> dict:
 def networks_section(config: dict, save, budget: float = math.inf) -> tuple[list[dict], dict]:
     """Both networks' records (``save(records)`` after each) and the run's settings.
 
-    With a ``budget`` in seconds, each network may start optional batches until its share of
-    what is left has passed (see :func:`network_record`).
+    With a ``budget`` in seconds, each network starts its optional parts (gradients, further
+    batches) until its share of what is left has passed (see :func:`network_record`).
     """
     load_start, start = os.getloadavg()[0], time.perf_counter()
     # The process's first compile pays one-time setup; it should not land on the first network.
