@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The accelerator benchmarks on ONE GPU, within 5 minutes: the speed benchmark's networks of real
-# size (batch 8, then 1 and 64 while its 150 s budget lasts) and NHWC/NCHW conv stack, and the
-# generation benchmark, each writing a JSON record that names the device it ran on.
+# size (batch 8; then gradients and batches 1 and 64 while a $SPEED_BUDGET of 140 s lasts) and
+# the NHWC/NCHW conv stack, and the generation benchmark, each writing a JSON record that names
+# the device it ran on.
 #
 #   bash benchmarks/device.sh                    # on the GPU machine, from the repository root
 #   bash benchmarks/device.sh --quick            # CPU smoke run (tiny networks): tens of seconds
@@ -12,7 +13,7 @@
 # generate_gpu_quick.json with --quick). Runs the repository from source (PYTHONPATH=.) with the
 # machine's python3 ($PYTHON to override) and installs nothing. Without --quick it refuses to run
 # when JAX sees no GPU, so CPU numbers never land in a *_gpu.json. Each section runs under its own
-# time limit ($SPEED_LIMIT, $GENERATE_LIMIT seconds: 210 and 75); a section that fails or
+# time limit ($SPEED_LIMIT, $GENERATE_LIMIT seconds: 195 and 90); a section that fails or
 # overruns is reported, the next one still runs, and the script exits non-zero. speed.py saves
 # its record after each network, so an overrun keeps the networks already measured.
 set -euo pipefail
@@ -28,7 +29,7 @@ while [[ $# -gt 0 ]]; do
       [[ $# -ge 2 ]] || { echo "device.sh: --out-dir needs a folder" >&2; exit 2; }
       out_dir="$2"
       shift ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "device.sh: unknown argument $1 (use --quick, --out-dir DIR)" >&2; exit 2 ;;
   esac
   shift
@@ -47,15 +48,18 @@ if [[ -n "$quick" ]]; then
   generate_limit=900
 else
   suffix=""
-  speed_args=(--sections networks,layout --budget 150)
-  speed_limit="${SPEED_LIMIT:-210}"
-  generate_limit="${GENERATE_LIMIT:-75}"
-  if ! "$python" -c "import jax, sys; sys.exit(jax.default_backend() != 'gpu')"; then
-    echo "device.sh: JAX sees no GPU ($("$python" -c 'import jax; print(jax.devices())' 2>&1));" \
-         "run it on the GPU machine, or with --quick for a CPU smoke run" >&2
-    exit 2
-  fi
+  speed_args=(--sections networks,layout --budget "${SPEED_BUDGET:-140}")
+  speed_limit="${SPEED_LIMIT:-195}"
+  generate_limit="${GENERATE_LIMIT:-90}"
 fi
+# One JAX start-up: prints the devices; without --quick, exits 3 unless JAX's backend is a GPU.
+"$python" - "$quick" <<'EOF' || { echo "device.sh: JAX sees no GPU: run it on the GPU machine," \
+                                      "or with --quick for a CPU smoke run" >&2; exit 2; }
+import sys
+import jax
+print(f"== device: jax {jax.__version__}, {jax.default_backend()}: {jax.devices()}")
+sys.exit(0 if sys.argv[1] or jax.default_backend() == "gpu" else 3)
+EOF
 mkdir -p "$out_dir"
 speed_out="$out_dir/speed_gpu$suffix.json"
 generate_out="$out_dir/generate_gpu$suffix.json"
@@ -76,7 +80,6 @@ section() {
   fi
 }
 
-echo "== device: $("$python" -c 'import jax; print(jax.__version__, jax.devices())')"
 section speed "$speed_limit" "$python" benchmarks/speed.py ${speed_args[@]+"${speed_args[@]}"} \
   --out "$speed_out"
 if [[ -f benchmarks/generate.py ]]; then

@@ -123,11 +123,14 @@ CONFIGS = {
 # each even at toy widths), the batches of the throughput rows, sampler steps, timing rounds,
 # and the conv stack timed in both layouts.
 NETWORK_CONFIGS = {
-    "cpu": dict(tiny=False, batch=1, batches=(1, 2), steps=5, rounds=3, grads=True,
+    "cpu": dict(tiny=False, batch=1, batches=(1, 2), steps=5, rounds=7, compile_repeats=2,
+                grads=True,
                 layout=dict(batch=2, size=64, channels=128, layers=4, repeats=3)),
-    "gpu": dict(tiny=False, batch=8, batches=(1, 8, 64), steps=20, rounds=5, grads=True,
+    "gpu": dict(tiny=False, batch=8, batches=(1, 8, 64), steps=20, rounds=5, compile_repeats=1,
+                grads=True,
                 layout=dict(batch=16, size=64, channels=128, layers=4, repeats=10)),
-    "quick": dict(tiny=True, batch=2, batches=(2,), steps=2, rounds=1, grads=False,
+    "quick": dict(tiny=True, batch=2, batches=(2,), steps=2, rounds=1, compile_repeats=1,
+                  grads=False,
                   layout=dict(batch=2, size=16, channels=16, layers=2, repeats=1)),
 }
 GRAD_PROGRAMS = ("grad", "grad_remat", "grad_network")
@@ -385,6 +388,19 @@ def compiled(fn, *args):
     return program, time.perf_counter() - start
 
 
+def compiled_in_alternation(programs: dict, repeats: int) -> tuple[dict, dict[str, float]]:
+    """Compiles every ``name: (fn, args)`` ``repeats`` times in alternation, JAX's caches cleared
+    before each, and returns the programs and the best seconds of each (a busy machine's slow
+    drifts hit all of them alike)."""
+    out, seconds = {}, {name: math.inf for name in programs}
+    for _ in range(repeats):
+        for name, (fn, args) in programs.items():
+            jax.clear_caches()
+            out[name], s = compiled(fn, *args)
+            seconds[name] = min(seconds[name], s)
+    return out, seconds
+
+
 def peak_bytes(program) -> tuple[int, dict]:
     """``argument + output + temp - alias`` bytes of a compiled program, and those parts.
 
@@ -421,9 +437,10 @@ def guided_scan(guided):
 def network_batch(net, batch: int, config: dict, bare: bool = False) -> dict:
     """Call, sampler (and decoder) of ``net`` at ``batch``: compile times, peak bytes, run times.
 
-    The network call and the sampler are timed in alternation; the overhead ratio is the median
-    over rounds of ``sample_s / (steps * call_s)``, both with classifier-free guidance on. With
-    ``bare``, also the same for a scan of ``steps`` bare guided calls (:func:`guided_scan`).
+    The network call and the sampler are compiled and timed in alternation; the overhead ratio
+    is the median over rounds of ``sample_s / (steps * call_s)``, both with classifier-free
+    guidance on. With ``bare``, also the same for a scan of ``steps`` bare guided calls
+    (:func:`guided_scan`).
     """
     steps = config["steps"]
     guided = networks.guided(net, batch)
@@ -432,13 +449,18 @@ def network_batch(net, batch: int, config: dict, bare: bool = False) -> dict:
     t = jnp.asarray(guided.path.t_max / 2, jnp.float32)
     call_args = (guided.params, x_T, t, cond)
     sample_args = (jax.random.key(1), guided, x_T, cond)
-    call, call_compile_s = compiled(lambda p, x, t, c: guided.apply_fn(p, x, t, c), *call_args)
-    sample, sample_compile_s = compiled(network_sampler(steps), *sample_args)
-    fns = dict(call=lambda: call(*call_args), sample=lambda: sample(*sample_args))
+    programs = dict(call=(lambda p, x, t, c: guided.apply_fn(p, x, t, c), call_args),
+                    sample=(network_sampler(steps), sample_args))
     if bare:
         grid = jnp.asarray(ej.timesteps.karras(guided.path, steps)[:-1], jnp.float32)
         scan_args = (guided.params, x_T, grid, cond)
-        scan, scan_compile_s = compiled(guided_scan(guided), *scan_args)
+        programs["bare_scan"] = (guided_scan(guided), scan_args)
+    programs, compile_s = compiled_in_alternation(programs, config["compile_repeats"])
+    call, sample = programs["call"], programs["sample"]
+    call_compile_s, sample_compile_s = compile_s["call"], compile_s["sample"]
+    fns = dict(call=lambda: call(*call_args), sample=lambda: sample(*sample_args))
+    if bare:
+        scan, scan_compile_s = programs["bare_scan"], compile_s["bare_scan"]
         fns["bare_scan"] = lambda: scan(*scan_args)
     if net.decode is not None:
         decode, _ = compiled(net.decode, net.decoder_params, x_T)
@@ -539,8 +561,9 @@ THROUGHPUT_KEYS = ("batch", "network_call_s", "sample_s", "samples_per_s", "over
 def network_record(name: str, config: dict, deadline: float = math.inf) -> dict:
     """One network's record: the fields at ``config["batch"]``, gradients there, throughput.
 
-    The headline batch, the solver alone and the gradients come first; the other throughput
-    batches follow while ``time.perf_counter() < deadline`` (the rest are listed as skipped).
+    The headline batch and the solver alone come first; the gradient programs and the other
+    throughput batches follow while ``time.perf_counter() < deadline`` (what is left out is
+    listed in ``skipped``).
     """
     start = time.perf_counter()
     progress = lambda what: print(f"  {name}: {what} ({time.perf_counter() - start:.0f} s)",  # noqa: E731
@@ -551,16 +574,20 @@ def network_record(name: str, config: dict, deadline: float = math.inf) -> dict:
              f"{headline['overhead_ratio']:.3f}")
     alone = solver_alone(net, config["batch"], config)
     progress("solver alone")
-    if config["grads"]:
+    skipped = []
+    if config["grads"] and time.perf_counter() < deadline:
         grads = grad_peak_bytes(net, config["batch"], config["steps"])
         progress("gradients compiled")
     else:
-        grads = {f"{kind}_{name}": None for name in GRAD_PROGRAMS
+        grads = {f"{kind}_{program}": None for program in GRAD_PROGRAMS
                  for kind in ("peak_bytes", "compile_seconds")}
-    rows, skipped = [headline], []
+        if config["grads"]:
+            skipped.append("gradients")
+            progress("gradients skipped: out of time")
+    rows = [headline]
     for batch in (b for b in config["batches"] if b != config["batch"]):
         if time.perf_counter() > deadline:
-            skipped.append(batch)
+            skipped.append(f"batch {batch}")
             progress(f"batch {batch} skipped: out of time")
             continue
         rows.append(network_batch(net, batch, config))
@@ -580,7 +607,7 @@ def network_record(name: str, config: dict, deadline: float = math.inf) -> dict:
         state_bytes=4 * config["batch"] * int(np.prod(net.shape)),
         solver_alone=alone,
         throughput=[{k: r[k] for k in THROUGHPUT_KEYS if k in r} for r in rows],
-        skipped_batches=skipped,
+        skipped=skipped,
     )
     if net.decode is not None:
         latent = jax.ShapeDtypeStruct((1, *net.shape), jnp.float32)
@@ -592,41 +619,53 @@ def network_record(name: str, config: dict, deadline: float = math.inf) -> dict:
 
 
 def conv_stack_layouts(config: dict) -> dict:
-    """Best times of one conv stack (3x3 convolutions + SiLU) in NHWC and in NCHW layout.
+    """Best times of one conv stack (3x3 convolutions + SiLU) in three layouts.
 
-    Same weights and input, the layout given to XLA through ``dimension_numbers``; bfloat16 and
-    float32. The outputs are checked to agree (transposed).
+    ``nhwc`` and ``nchw``: the layout given to XLA through ``dimension_numbers``;
+    ``nchw_transposed``: NCHW activations around NHWC convolutions (a transpose before and after
+    each, as in a port of channels-first code onto NHWC-only layers such as Flax's ``Conv``).
+    Same weights and input; bfloat16 and float32. The outputs are checked to agree (transposed).
     """
     batch, size, channels, layers = (config[k] for k in ("batch", "size", "channels", "layers"))
     rng = np.random.default_rng(0)
     kernels = [rng.standard_normal((3, 3, channels, channels), np.float32) / (3 * channels**0.5)
                for _ in range(layers)]
     x = rng.standard_normal((batch, size, size, channels), np.float32)
+    to_nchw, to_nhwc = (0, 3, 1, 2), (0, 2, 3, 1)
 
-    def stack(dims):
+    def conv(x, k, dims):
+        return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=dims)
+
+    def stack(layer):
         def apply(x, kernels):
             for k in kernels:
-                x = jax.nn.silu(jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
-                                                             dimension_numbers=dims))
+                x = jax.nn.silu(layer(x, k))
             return x
         return jax.jit(apply)
 
-    nhwc, nchw = stack(("NHWC", "HWIO", "NHWC")), stack(("NCHW", "OIHW", "NCHW"))
+    programs = dict(
+        nhwc=stack(lambda x, k: conv(x, k, ("NHWC", "HWIO", "NHWC"))),
+        nchw=stack(lambda x, k: conv(x, jnp.transpose(k, (3, 2, 0, 1)), ("NCHW", "OIHW", "NCHW"))),
+        nchw_transposed=stack(lambda x, k: jnp.transpose(
+            conv(jnp.transpose(x, to_nhwc), k, ("NHWC", "HWIO", "NHWC")), to_nchw)),
+    )
     rows = {}
     for dtype in (jnp.bfloat16, jnp.float32):
-        k_hwio = [jnp.asarray(k, dtype) for k in kernels]
-        k_oihw = [jnp.transpose(k, (3, 2, 0, 1)) for k in k_hwio]
-        x_nhwc = jnp.asarray(x, dtype)
-        x_nchw = jnp.transpose(x_nhwc, (0, 3, 1, 2))
-        a = nhwc(x_nhwc, k_hwio).astype(jnp.float32)
-        b = jnp.transpose(nchw(x_nchw, k_oihw), (0, 2, 3, 1)).astype(jnp.float32)
-        times = interleaved_times(dict(nhwc=functools.partial(nhwc, x_nhwc, k_hwio),
-                                       nchw=functools.partial(nchw, x_nchw, k_oihw)),
-                                  config["repeats"])
+        k = [jnp.asarray(k, dtype) for k in kernels]
+        inputs = dict(nhwc=jnp.asarray(x, dtype))
+        inputs["nchw"] = inputs["nchw_transposed"] = jnp.transpose(inputs["nhwc"], to_nchw)
+        fns = {name: functools.partial(program, inputs[name], k)
+               for name, program in programs.items()}
+        out = {name: fn().astype(jnp.float32) for name, fn in fns.items()}
+        times = interleaved_times(fns, config["repeats"])
+        best = {name: min(t) for name, t in times.items()}
         rows[jnp.dtype(dtype).name] = dict(
-            nhwc_s=min(times["nhwc"]), nchw_s=min(times["nchw"]),
-            nchw_over_nhwc=min(times["nchw"]) / min(times["nhwc"]),
-            max_abs_difference=float(jnp.max(jnp.abs(a - b))),
+            **{f"{name}_s": best[name] for name in programs},
+            nchw_over_nhwc=best["nchw"] / best["nhwc"],
+            nchw_transposed_over_nhwc=best["nchw_transposed"] / best["nhwc"],
+            max_abs_difference=max(
+                float(jnp.max(jnp.abs(jnp.transpose(out[name], to_nhwc) - out["nhwc"])))
+                for name in ("nchw", "nchw_transposed")),
         )
     return dict(**environment(), batch=batch, size=size, channels=channels, layers=layers,
                 results=rows)
@@ -635,10 +674,14 @@ def conv_stack_layouts(config: dict) -> dict:
 def networks_section(config: dict, save, budget: float = math.inf) -> tuple[list[dict], dict]:
     """Both networks' records (``save(records)`` after each) and the run's settings.
 
-    With a ``budget`` in seconds, each network may start optional batches until its share of
-    what is left has passed (see :func:`network_record`).
+    With a ``budget`` in seconds, each network starts its optional parts (gradients, further
+    batches) until its share of what is left has passed (see :func:`network_record`).
     """
     load_start, start = os.getloadavg()[0], time.perf_counter()
+    # The process's first compile pays one-time setup; it should not land on the first network.
+    compiled(lambda x, k: jax.nn.silu(jax.lax.conv_general_dilated(
+        x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))) @ jnp.ones((3, 3)),
+        jnp.ones((1, 8, 8, 3)), jnp.ones((3, 3, 3, 3)))
     records = []
     names = list(networks.NETWORKS)
     for i, name in enumerate(names):
@@ -650,7 +693,8 @@ def networks_section(config: dict, save, budget: float = math.inf) -> tuple[list
         **environment(),
         load_average_1min=dict(start=load_start, end=os.getloadavg()[0]),
         seconds=round(time.perf_counter() - start, 1),
-        settings={k: config[k] for k in ("tiny", "batch", "batches", "steps", "rounds", "grads")},
+        settings={k: config[k] for k in ("tiny", "batch", "batches", "steps", "rounds",
+                                         "compile_repeats", "grads")},
         budget_s=budget if math.isfinite(budget) else None,
         solver=dict(order=3, noise_scale="er_sde_5"),
         peak_bytes="argument + output + temp - alias of XLA's memory_analysis()",
@@ -729,8 +773,9 @@ def print_networks(record: dict) -> None:
             print(f"    batch {row['batch']:3d}  {row['samples_per_s']:10.3f} samples/s   overhead "
                   f"{row['overhead_ratio']:.3f}")
     for dtype, row in record.get("layout", {}).get("results", {}).items():
-        print(f"  conv stack {dtype:8s}  NHWC {1e3 * row['nhwc_s']:8.2f} ms   NCHW "
-              f"{1e3 * row['nchw_s']:8.2f} ms   NCHW / NHWC {row['nchw_over_nhwc']:.1f}")
+        print(f"  conv stack {dtype:8s}  NHWC {1e3 * row['nhwc_s']:8.2f} ms   NCHW x"
+              f"{row['nchw_over_nhwc']:.2f}   NCHW around NHWC convolutions x"
+              f"{row['nchw_transposed_over_nhwc']:.2f}")
 
 
 def print_table(record: dict, out) -> None:
@@ -756,8 +801,8 @@ def main() -> None:
                             help=f"comma-separated subset of {','.join(SECTIONS)} (default: all); "
                                  "a full run merges them into the existing results file"),
         parser.add_argument("--budget", type=float, default=math.inf,
-                            help="seconds for the networks section: throughput batches beyond "
-                                 "the headline one are skipped once it is spent")))
+                            help="seconds for the networks section: gradients and throughput "
+                                 "batches beyond the headline one are skipped once it is spent")))
     merge = not args.quick and args.out.exists()
     record = json.loads(args.out.read_text()) if merge else make_record("speed", args.quick)
     config = NETWORK_CONFIGS["quick" if args.quick else
