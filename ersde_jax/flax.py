@@ -74,10 +74,11 @@ network, ``net.apply(variables, x_in, t_in, ...)`` (Linen) or ``net(x_in, t_in, 
 * ``call_kwargs``: a dict of fixed keyword arguments added to every call (e.g.
   ``{"train": False}``); for Linen they go to ``module.apply``.
 * Layout: ``x`` reaches the network as the sampler holds it, batch axis first, and
-  ``learned_variance`` reads channels on the last axis. For images use channels-last (NHWC),
-  above all on CPU, where XLA's convolutions in NCHW measured about 16x slower than NHWC for the
-  same network: a network whose convolutions run in NCHW (a PyTorch port) is best rewritten
-  channels-last (``flax.linen.Conv`` and ``flax.nnx.Conv`` are).
+  ``learned_variance`` reads channels on the last axis. For images use channels-last (NHWC), the
+  layout of ``flax.linen.Conv`` and ``flax.nnx.Conv`` and of the library's adapters: XLA:CPU
+  convolutions in NCHW were once measured about 16x slower; with jax 0.10.2 the speed benchmark
+  measures NCHW at 1.03x NHWC (``benchmarks/results/speed.json``, "layout"), so a PyTorch port
+  may keep NCHW convolutions, but must still hand the sampler batch-first arrays.
 
 The returned :class:`~ersde_jax.Model` is a pytree whose ``params`` are the Linen variables or the
 NNX state (split once with ``nnx.split``; the graph definition is static and merged inside
@@ -278,8 +279,8 @@ def from_linen(
     ``call_kwargs``. ``x_in``, ``t_in`` and the output conversion follow ``time_input`` (see the
     module docstring); ``"edm"`` applies the preconditioning of EDM (Karras et al. 2022,
     "Elucidating the Design Space of Diffusion-Based Generative Models", Table 1). Images reach
-    the module batch first as the sampler holds them: write it channels-last (NHWC), which on
-    CPU is about 16x faster than NCHW convolutions.
+    the module batch first as the sampler holds them: write it channels-last (NHWC), the layout
+    of Flax's convolutions (see the module docstring for what NCHW costs).
 
     Args:
         module: the ``flax.linen.Module``.
@@ -340,8 +341,8 @@ def from_nnx(
     updates made by the call (e.g. RNG counters) are discarded; put the module in evaluation mode
     (``module.eval()``) first. ``time_input="edm"`` applies the preconditioning of EDM (Karras et
     al. 2022, Table 1); see the module docstring for every convention. Images reach the module
-    batch first as the sampler holds them: write it channels-last (NHWC), which on CPU is about
-    16x faster than NCHW convolutions.
+    batch first as the sampler holds them: write it channels-last (NHWC), the layout of Flax's
+    convolutions (see the module docstring for what NCHW costs).
 
     Args:
         module: the ``flax.nnx.Module``.
