@@ -128,8 +128,8 @@ def test_bad_key_and_mu(setup):
 def test_bad_paths_and_grids():
     with pytest.raises(ValueError, match="edm"):
         ej.paths.edm(sigma_min=10.0, sigma_max=1.0)
-    with pytest.raises(ValueError, match="t_max must be < 1"):
-        ej.paths.flow(t_max=1.0)
+    with pytest.raises(ValueError, match="flow: need 0.0 <= t_min < t_max <= 1.0"):
+        ej.paths.flow(t_max=1.5)  # t_max = 1 (pure noise) is allowed: tests/test_zero_snr.py
     with pytest.raises(ValueError, match="betas"):
         ej.paths.vp_discrete(np.array([0.1, 1.5]))
     with pytest.raises(ValueError, match="lambda_min"):
