@@ -185,3 +185,16 @@ def test_solver_and_driver_options_of_the_wrong_type(setup):
                   checkpoint=True)
     with pytest.raises(ValueError, match="TruncatedAdjoint steps must be >= 1"):
         ej.TruncatedAdjoint(0)
+
+
+def test_bad_input_to_the_new_schedule_helpers():
+    with pytest.raises(ValueError, match="shift must be finite and > 0"):
+        ej.timesteps.shifted_uniform_t(ej.paths.flow(), 10, shift=0.0)
+    with pytest.raises(ValueError, match="continuous path with model time in"):
+        ej.timesteps.shifted_uniform_t(ej.paths.edm(), 10)
+    with pytest.raises(ValueError, match="rescale_zero_terminal_snr: betas"):
+        ej.paths.rescale_zero_terminal_snr(np.array([0.1, 1.0]))
+    with pytest.raises(ValueError, match="only the last may be 1"):
+        ej.paths.vp_discrete(np.array([0.1, 1.0, 0.2]))
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        ej.timesteps.default(ej.paths.flow(), 0)

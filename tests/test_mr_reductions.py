@@ -32,7 +32,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import MEANS, STDS, WEIGHTS, np_posterior_mean, rel_err, x64_each_test
+from helpers import (
+    MEANS,
+    STDS,
+    WEIGHTS,
+    ddim_reference,
+    np_posterior_mean,
+    rel_err,
+    x64_each_test,
+)
 
 import ersde_jax as ej
 
@@ -546,16 +554,6 @@ def test_euler_baselines_are_irsde_release(sde):
 # --------------------------------------------------------------------------------------------
 
 
-def ddim(x_T, alpha, sigma):
-    """DDIM (eta = 0): x_t = alpha_t x0_hat + sigma_t eps_hat."""
-    x = np.array(x_T, np.float64)
-    for i in range(len(alpha) - 1):
-        x0 = np_posterior_mean(x, alpha[i], sigma[i])
-        eps = (x - alpha[i] * x0) / sigma[i]
-        x = alpha[i + 1] * x0 + sigma[i + 1] * eps
-    return x
-
-
 @pytest.mark.parametrize("end", ["t_min", "clean"])
 @pytest.mark.parametrize("sampler", ["ersde_ode", "mr_data", "mr_noise"])
 def test_mr_ode_order1_is_ddim_and_ersde_ode(sampler, end):
@@ -567,4 +565,4 @@ def test_mr_ode_order1_is_ddim_and_ersde_ode(sampler, end):
     else:
         lib, _ = run_mr(model, x_T, None, grid, order=1, solver="ode",
                         parameterization=sampler.split("_")[1])
-    assert rel_err(lib, ddim(x_T, alpha, sigma)) <= RTOL
+    assert rel_err(lib, ddim_reference(x_T, alpha, sigma)) <= RTOL
